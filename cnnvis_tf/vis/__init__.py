@@ -1,0 +1,1 @@
+"""Visualizations of CNNs: one module per method family; numbers separate from plots."""
