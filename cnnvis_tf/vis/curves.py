@@ -28,7 +28,7 @@ def _histories(run_dir):
 
 def _panel(ax, epochs, steps, key, label):
     if steps is not None and len(steps.get("step", [])):
-        ax.plot(steps["step"], steps[key], lw=0.8, alpha=0.6, label=f"train {label} (batch)")
+        ax.plot(steps["step"], steps[key], lw=0.8, alpha=0.6, label=f"train {label} (running mean in epoch)")
     ax.plot(epochs["step"], epochs[key], "o-", label=f"train {label} (epoch mean)")
     if f"val_{key}" in epochs:
         ax.plot(epochs["step"], epochs[f"val_{key}"], "s-", label=f"test {label}")
