@@ -114,7 +114,13 @@ def keras_cache_dir():
 
 
 def _search_dirs(data_dir):
-    return [data_dir] if data_dir else [keras_cache_dir()]
+    """``data_dir``, or the Keras cache and its sub-folders (Keras 3 extracts archives into
+    ``<name>-target/`` or ``<name>_extracted/`` folders there)."""
+    if data_dir:
+        return [data_dir]
+    cache = keras_cache_dir()
+    subs = sorted(os.path.join(cache, d) for d in os.listdir(cache)) if os.path.isdir(cache) else []
+    return [cache] + [d for d in subs if os.path.isdir(d)]
 
 
 def _find(data_dir, relpaths):
@@ -126,7 +132,7 @@ def _find(data_dir, relpaths):
 
 
 def _missing(name, data_dir, relpaths, how):
-    where = " or ".join(repr(d) for d in _search_dirs(data_dir))
+    where = repr(data_dir) if data_dir else f"the Keras cache {keras_cache_dir()!r}"
     return DataFilesError(
         f"{name} files not found: expected {', '.join(relpaths)} in {where}. "
         f"Pass --data_dir=<folder holding them>, or add --download to fetch them {how}."

@@ -192,3 +192,13 @@ def test_facts_for_config():
     assert facts["class_names"] == [str(i) for i in range(10)] and facts["data_source"] == "embedded"
     assert len(facts["normalization"]["mean"]) == 1
     assert os.path.basename(__file__) == "test_datasets.py"
+
+
+def test_keras_cache_layout_is_found(tmp_path, monkeypatch):
+    """Keras 3 extracts CIFAR into ~/.keras/datasets/cifar-10-batches-py-target/."""
+    target = tmp_path / "datasets" / "cifar-10-batches-py-target"
+    target.mkdir(parents=True)
+    _write_cifar10(target)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    d = datasets.load("cifar10")
+    assert d.x_test.shape == (6, 32, 32, 3) and "cifar-10-batches-py-target" in d.source
