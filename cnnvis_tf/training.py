@@ -150,9 +150,15 @@ class _RunLogger(keras.callbacks.Callback):
         logs = dict(logs or {})
         lr = self.model.optimizer.learning_rate
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
-        keys = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
+        path = os.path.join(self.run_dir, rundir.HISTORY)
+        if os.path.exists(path):
+            with open(path, newline="") as f:
+                keys = next(csv.reader(f))[2:]
+        else:  # the fixed columns first, then extra losses (e.g. smooth_loss) of defenses
+            keys = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
+            keys += sorted(k for k in logs if k not in keys)
         _append_csv(
-            os.path.join(self.run_dir, rundir.HISTORY),
+            path,
             ["epoch", "step"] + keys,
             [[epoch, (epoch + 1) * self.steps_per_epoch] + [logs.get(k, "") for k in keys]],
         )
@@ -224,7 +230,9 @@ def train(
     Args:
       run_dir: the run directory (created if missing).
       data: a :class:`cnnvis_tf.datasets.Dataset`.
-      build_fn: ``build_fn() -> keras.Model`` (called inside the strategy scope).
+      build_fn: ``build_fn() -> keras.Model`` (called inside the strategy scope); it may
+        return a ``defenses.DefenseModel`` training wrapper, whose plain classifier is what
+        ``model.keras``, ``initial.weights.h5`` and the returned model hold.
       epochs, batch_size, optimizer, learning_rate, momentum, lr_schedule: the recipe.
       augment: random crop (+ flip for natural images) on the training split.
       seed: data-order seed.
@@ -234,7 +242,7 @@ def train(
       verbose: Keras verbosity (default: progress bar on a terminal, a line per epoch else).
 
     Returns:
-      (model, metrics) — the trained model and the dict written to metrics.json.
+      (model, metrics) — the trained (plain) model and the dict written to metrics.json.
     """
     strategy = strategy or tf.distribute.get_strategy()
     for sub in ("", rundir.CHECKPOINTS, rundir.TENSORBOARD, rundir.FIGURES):
@@ -262,7 +270,7 @@ def train(
             logging.info("Resuming %s from epoch %d of %d", run_dir, epochs_done, epochs)
         else:
             model = build_fn()
-            model.save_weights(os.path.join(run_dir, rundir.INITIAL_WEIGHTS))
+            _classifier(model).save_weights(os.path.join(run_dir, rundir.INITIAL_WEIGHTS))
             opt = make_optimizer(
                 optimizer, learning_rate, momentum=momentum, lr_schedule=lr_schedule,
                 steps_per_epoch=steps_per_epoch,
@@ -273,9 +281,10 @@ def train(
             os.remove(os.path.join(run_dir, name))
         _truncate_csv(os.path.join(run_dir, name), epochs_done)
 
-    params = int(model.count_params())
-    logging.info("Model %s: %s parameters", model.name, f"{params:,}")
-    print(f"Model {model.name}: {params:,} parameters", flush=True)
+    classifier = _classifier(model)
+    params = int(classifier.count_params())
+    logging.info("Model %s: %s parameters", classifier.name, f"{params:,}")
+    print(f"Model {classifier.name}: {params:,} parameters", flush=True)
 
     train_ds = datasets_lib.pipeline(
         data.x_train, data.y_train, batch_size, shuffle=True, seed=seed, augment=augment,
@@ -295,16 +304,24 @@ def train(
             callbacks=cbs, verbose=verbose, shuffle=False,
         )
     history = read_history(run_dir)
-    test_loss, test_acc = model.evaluate(test_ds, verbose=0)
+    test = model.evaluate(test_ds, verbose=0, return_dict=True)
     metrics = {
-        "test/accuracy": float(test_acc),
-        "test/loss": float(test_loss),
+        "test/accuracy": float(test["accuracy"]),
+        "test/loss": float(test["loss"]),
         "train/accuracy": float(history["accuracy"][-1]),
         "train/loss": float(history["loss"][-1]),
         "params": params,
         "epochs": int(len(history["epoch"])),
         "train_seconds": float(rundir.read_json(state_path)["train_seconds"]),
     }
+    model = _classifier(model)
     model.save(os.path.join(run_dir, rundir.MODEL))
     rundir.write_json(os.path.join(run_dir, rundir.METRICS), metrics)
     return model, metrics
+
+
+def _classifier(model):
+    """The plain functional classifier (unwraps a defenses.DefenseModel training wrapper)."""
+    from cnnvis_tf.defenses import classifier_of
+
+    return classifier_of(model)

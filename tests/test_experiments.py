@@ -89,3 +89,21 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert _metrics(tmp_path)["test/accuracy"] > 0.5
     assert os.path.exists(tmp_path / rundir.MODEL)
     assert ROOT
+
+
+def test_train_with_defense_flags_saves_plain_classifier(tmp_path):
+    proc = run_script(
+        "experiments.train", "--embedded", "--epochs=1", "--train_size=320", "--batch_size=32",
+        "--adv_training=fgsm", "--adv_snr_db=33", "--parseval_beta=0.01", "--smooth_gamma=0.01",
+        f"--output_dir={tmp_path}",
+    )
+    assert "Model conv2_fc500: 799,078 parameters" in proc.stdout
+    model = keras.models.load_model(tmp_path / rundir.MODEL)
+    assert model.name == "conv2_fc500" and model.output_shape == (None, 10)
+    cfg = rundir.read_json(tmp_path / rundir.CONFIG)
+    assert cfg["defenses"]["adv_training"] == "fgsm" and cfg["defenses"]["adv_snr_db"] == 33
+    with open(tmp_path / rundir.HISTORY) as f:
+        assert "smooth_loss" in f.readline()
+    bad = run_script("experiments.train", "--embedded", "--adv_training=pgd",
+                     f"--output_dir={tmp_path / 'bad'}", check=False)
+    assert bad.returncode != 0 and "--adv_eps or --adv_snr_db" in bad.stderr

@@ -1,5 +1,46 @@
-"""Custom Keras objects of cnnvis_tf, registered serializable under package "cnnvis_tf".
+"""Custom Keras objects of cnnvis_tf, all registered serializable (package="cnnvis_tf").
 
-Importing this package registers them, so ``keras.models.load_model`` finds them after
-``import cnnvis_tf``.
+Importing this package registers every custom object, so ``keras.models.load_model``
+can read any ``model.keras`` written by cnnvis_tf (``rundir.load_run`` imports it first).
 """
+
+from cnnvis_tf.layers.constraints import (
+    ConvexConstraint,
+    ParsevalConstraint,
+    apply_parseval,
+    parseval_deviation,
+)
+from cnnvis_tf.layers.interpretable import (
+    InterpretableFilterMask,
+    filter_loss,
+    insert_filter_mask,
+    part_templates,
+    template_mask,
+)
+from cnnvis_tf.layers.smoothness import (
+    cosine_adjacency,
+    default_smooth_layers,
+    feature_model,
+    label_smoothness,
+    laplacian_smoothness_penalty,
+)
+
+__all__ = [
+    "ConvexConstraint",
+    "ParsevalConstraint",
+    "apply_parseval",
+    "parseval_deviation",
+    "InterpretableFilterMask",
+    "filter_loss",
+    "insert_filter_mask",
+    "part_templates",
+    "template_mask",
+    "cosine_adjacency",
+    "default_smooth_layers",
+    "feature_model",
+    "label_smoothness",
+    "laplacian_smoothness_penalty",
+]
+
+# The defense training wrapper is a registered Keras object too (checkpoints may hold it).
+import cnnvis_tf.defenses.adversarial_training  # noqa: E402,F401  (registers DefenseModel)

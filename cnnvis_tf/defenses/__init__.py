@@ -1,0 +1,39 @@
+"""Defenses: adversarial training (+ Parseval, smoothness), selective dropout, adversarial
+detection and input reconstruction (seed 000 §1.3.2, seed 002, seed 004 §5.3)."""
+
+from cnnvis_tf.defenses.adversarial_training import (
+    DefenseModel,
+    fgsm_perturb,
+    pgd_perturb,
+    snr_eps,
+    truncated_normal_eps,
+)
+from cnnvis_tf.defenses.detection import AdversarialDetector, penultimate_layer
+from cnnvis_tf.defenses.reconstruction import InputReconstruction, denoising_autoencoder
+from cnnvis_tf.defenses.selective_dropout import (
+    SelectiveDropout,
+    num_selected,
+    p_schedule,
+    select_units,
+    unit_volatility,
+)
+from cnnvis_tf.defenses.wrapping import classifier_of, make_defended
+
+__all__ = [
+    "DefenseModel",
+    "fgsm_perturb",
+    "pgd_perturb",
+    "snr_eps",
+    "truncated_normal_eps",
+    "AdversarialDetector",
+    "penultimate_layer",
+    "InputReconstruction",
+    "denoising_autoencoder",
+    "SelectiveDropout",
+    "num_selected",
+    "p_schedule",
+    "select_units",
+    "unit_volatility",
+    "make_defended",
+    "classifier_of",
+]

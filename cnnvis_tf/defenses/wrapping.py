@@ -1,0 +1,82 @@
+"""One entry point for training scripts: turn defense settings into the model to ``fit``.
+
+``make_defended(build_model(...), adv_training=..., ...)`` returns the classifier itself
+when no defense is asked for, else a :class:`DefenseModel` around it (after inserting the
+interpretable filter mask when ``filter_loss_weight > 0``). ``classifier_of(model)`` gives
+back the plain functional classifier to save as ``model.keras``.
+"""
+
+from cnnvis_tf.defenses.adversarial_training import DefenseModel
+from cnnvis_tf.errors import InputError
+from cnnvis_tf.layers.interpretable import insert_filter_mask
+
+__all__ = ["make_defended", "classifier_of"]
+
+
+def make_defended(
+    classifier,
+    *,
+    adv_training=None,
+    adv_ratio=0.5,
+    adv_eps=None,
+    adv_snr_db=None,
+    adv_loss_weight=1.0,
+    pgd_steps=7,
+    parseval_beta=0.0,
+    smooth_gamma=0.0,
+    smooth_power=1,
+    smooth_layers=None,
+    filter_loss_weight=0.0,
+    filter_layer=None,
+    clip_min=0.0,
+    clip_max=1.0,
+    seed=None,
+):
+    """Applies the requested defenses to a freshly built functional classifier.
+
+    Args:
+      classifier: functional model (inputs in ``[clip_min, clip_max]``, logits out).
+      adv_training: ``None``/``"none"``/``""``, ``"fgsm"`` or ``"pgd"``.
+      filter_loss_weight: if > 0, an :class:`InterpretableFilterMask` with this filter-loss
+        weight is inserted after ``filter_layer`` (default: the last conv's ReLU).
+      smooth_layers: list or comma-separated string of layer names (``None``: default).
+      Other arguments: see :class:`DefenseModel`.
+
+    Returns:
+      ``classifier`` (possibly with the filter mask) if neither adversarial training,
+      Parseval nor smoothness is asked for, else a :class:`DefenseModel` wrapping it.
+    """
+    if filter_loss_weight < 0:
+        raise InputError(
+            "Invalid value received for argument `filter_loss_weight`. Expected a float >= 0. "
+            f"Received: filter_loss_weight={filter_loss_weight}"
+        )
+    if adv_training in ("", "none", "None"):
+        adv_training = None
+    if isinstance(smooth_layers, str):
+        smooth_layers = [s.strip() for s in smooth_layers.split(",") if s.strip()] or None
+    if filter_loss_weight > 0:
+        classifier = insert_filter_mask(classifier, filter_layer, loss_weight=filter_loss_weight)
+    if adv_training is None and parseval_beta <= 0 and smooth_gamma <= 0:
+        return classifier
+    return DefenseModel(
+        classifier,
+        adv_training=adv_training,
+        adv_ratio=adv_ratio,
+        adv_eps=adv_eps if adv_training else None,
+        adv_snr_db=adv_snr_db if adv_training else None,
+        adv_loss_weight=adv_loss_weight,
+        pgd_steps=pgd_steps,
+        parseval_beta=parseval_beta,
+        smooth_gamma=smooth_gamma,
+        smooth_power=smooth_power,
+        smooth_layers=smooth_layers,
+        clip_min=clip_min,
+        clip_max=clip_max,
+        seed=seed,
+    )
+
+
+def classifier_of(model):
+    """The plain functional classifier inside ``model`` (``model`` itself if not wrapped)."""
+    return model.classifier if isinstance(model, DefenseModel) else model
