@@ -1,1 +1,45 @@
-"""Visualizations of CNNs: one module per method family; numbers separate from plots."""
+"""Visualization of CNNs: one module per method family; ``plotting`` draws the figures.
+
+The visualizers take the model in their constructor and the target (class, layer, seed)
+in ``__call__`` and return numpy arrays (the tf-keras-vis / captum convention). They accept
+any Keras model: Sequential and subclassed models are converted to functional ones and a
+softmax head is removed (``_model.logits_model``).
+
+Names are imported lazily so that ``import cnnvis_tf.vis.<module>`` stays light.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "ActivationMaximization": "feature_vis",
+    "Deconvnet": "guided",
+    "DeepDream": "inversion",
+    "FeatureInversion": "inversion",
+    "GradCAM": "cam",
+    "GradCAMPlusPlus": "cam",
+    "GuidedBackprop": "guided",
+    "IntegratedGradients": "saliency",
+    "Occlusion": "occlusion",
+    "Saliency": "saliency",
+    "ScoreCAM": "cam",
+    "SmoothGrad": "saliency",
+    "activations": "weights",
+    "features": "embedding",
+    "filters": "weights",
+    "loss_1d": "landscape",
+    "loss_2d": "landscape",
+    "neighbors": "embedding",
+    "pca": "embedding",
+    "receptive_field": "patches",
+    "top_patches": "patches",
+    "tsne": "embedding",
+    "METHODS": "methods",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"cnnvis_tf.vis.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'cnnvis_tf.vis' has no attribute {name!r}")

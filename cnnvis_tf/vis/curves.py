@@ -2,17 +2,13 @@
 
 Reproduces the views of Sahoo 2019 (EE6132 A2) Fig. 1/3 (training and test loss vs
 iterations) and Fig. 4 (accuracy vs iterations, several runs overlaid, e.g. with and
-without batch norm).
+without batch norm). Drawing is done by :mod:`cnnvis_tf.vis.plotting`.
 """
 
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from cnnvis_tf import rundir  # noqa: E402
+from cnnvis_tf import rundir
+from cnnvis_tf.vis import plotting
 
 __all__ = ["plot_training_curves", "plot_runs_accuracy"]
 
@@ -26,18 +22,6 @@ def _histories(run_dir):
     return epochs, steps
 
 
-def _panel(ax, epochs, steps, key, label):
-    if steps is not None and len(steps.get("step", [])):
-        ax.plot(steps["step"], steps[key], lw=0.8, alpha=0.6, label=f"train {label} (running mean in epoch)")
-    ax.plot(epochs["step"], epochs[key], "o-", label=f"train {label} (epoch mean)")
-    if f"val_{key}" in epochs:
-        ax.plot(epochs["step"], epochs[f"val_{key}"], "s-", label=f"test {label}")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(label)
-    ax.grid(alpha=0.3)
-    ax.legend()
-
-
 def plot_training_curves(run_dir, out_dir=None):
     """Writes ``loss.png`` and ``accuracy.png`` into ``figures/`` of ``run_dir``.
 
@@ -49,30 +33,24 @@ def plot_training_curves(run_dir, out_dir=None):
     epochs, steps = _histories(run_dir)
     name = os.path.basename(os.path.normpath(run_dir))
     paths = []
-    for key, label in (("loss", "loss"), ("accuracy", "accuracy")):
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        _panel(ax, epochs, steps, key, label)
-        ax.set_title(f"{name}: {label} vs iterations")
-        path = os.path.join(out_dir, f"{key}.png")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+    for key in ("loss", "accuracy"):
+        lines = []
+        if steps is not None and len(steps.get("step", [])):
+            lines.append((f"train {key} (running mean in epoch)", steps["step"], steps[key], "-",
+                          {"lw": 0.8, "alpha": 0.6}))
+        lines.append((f"train {key} (epoch mean)", epochs["step"], epochs[key], "o-", {}))
+        if f"val_{key}" in epochs:
+            lines.append((f"test {key}", epochs["step"], epochs[f"val_{key}"], "s-", {}))
+        fig = plotting.series(lines, "iteration", key, f"{name}: {key} vs iterations")
+        paths.append(plotting.save(fig, os.path.join(out_dir, f"{key}.png")))
     return paths
 
 
 def plot_runs_accuracy(run_dirs, labels, path, key="val_accuracy"):
     """Overlays one metric of several runs against iterations (Fig. 4 style)."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    lines = []
     for run_dir, label in zip(run_dirs, labels):
         epochs, _ = _histories(run_dir)
-        ax.plot(epochs["step"], epochs[key], "o-", label=label)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(key.replace("val_", "test "))
-    ax.set_title(f"{key.replace('val_', 'test ')} vs iterations")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        lines.append((label, epochs["step"], epochs[key], "o-", {}))
+    name = key.replace("val_", "test ")
+    return plotting.save(plotting.series(lines, "iteration", name, f"{name} vs iterations"), path)

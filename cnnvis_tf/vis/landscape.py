@@ -1,0 +1,129 @@
+"""Loss landscapes: 1-D interpolation between two weight vectors and 2-D filter-normalized
+random-direction surfaces.
+
+References:
+  Goodfellow, I. J., Vinyals, O. and Saxe, A. M. Qualitatively Characterizing Neural
+  Network Optimization Problems. ICLR 2015 (1-D linear interpolation).
+  Li, H. et al. Visualizing the Loss Landscape of Neural Nets. NeurIPS 2018.
+"""
+
+import os
+import warnings
+
+import keras
+import numpy as np
+
+from cnnvis_tf.errors import InputError
+from cnnvis_tf.vis import _model
+
+
+def initial_weights(model, path):
+    """The weights stored at ``path`` (e.g. a run's ``initial.weights.h5``) as a list in
+    ``model.get_weights()`` order; ``model`` itself is not changed."""
+    if not path or not os.path.exists(path):
+        raise InputError(f"The initial weights {path!r} are missing. Use a run directory "
+                         "written by experiments.train (it saves initial.weights.h5).")
+    clone = keras.models.clone_model(_model.as_functional(model))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # optimizer variables are not needed
+            clone.load_weights(path)
+    except (OSError, ValueError) as e:
+        raise InputError(f"Cannot load initial weights from {path!r} ({e}). Rerun "
+                         "experiments.train, which writes initial.weights.h5.") from e
+    return clone.get_weights()
+
+
+def evaluate(model, x, y, batch_size=256):
+    """(mean cross-entropy from logits, accuracy) of ``model`` on ``(x, y)``."""
+    logits = _model.predict(model, x, batch_size).astype("float64")
+    z = logits - logits.max(axis=-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    y = np.asarray(y, dtype="int64")
+    return float(-logp[np.arange(len(y)), y].mean()), float((logits.argmax(-1) == y).mean())
+
+
+class _Evaluator:
+    def __init__(self, model, x, y, batch_size):
+        self.model = _model.logits_model(model)
+        self.theta = [np.asarray(w) for w in self.model.get_weights()]
+        self.clone = keras.models.clone_model(self.model)
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __call__(self, weights):
+        self.clone.set_weights(weights)
+        return evaluate(self.clone, self.x, self.y, self.batch_size)
+
+
+def loss_1d(model, start_weights, x, y, alphas=None, batch_size=256):
+    """Loss and accuracy along theta(alpha) = (1 - alpha) * start + alpha * theta_model.
+
+    Args:
+      model: the trained model (theta at alpha = 1); it is not modified.
+      start_weights: weights at alpha = 0 (list like ``model.get_weights()``).
+      x, y: evaluation data.
+      alphas: interpolation coefficients (default 25 points on [-0.25, 1.25]).
+
+    Returns:
+      dict with ``alpha``, ``loss`` and ``accuracy`` arrays (data loss, no penalties).
+    """
+    alphas = np.linspace(-0.25, 1.25, 25) if alphas is None else np.asarray(alphas, "float64")
+    ev = _Evaluator(model, x, y, batch_size)
+    if len(start_weights) != len(ev.theta) or any(
+        np.shape(a) != np.shape(b) for a, b in zip(start_weights, ev.theta)
+    ):
+        raise InputError("The start weights do not match the model's weights. Pass the "
+                         "initial.weights.h5 of the same run.")
+    res = [ev([(1 - a) * w0 + a * w1 for w0, w1 in zip(start_weights, ev.theta)])
+           for a in alphas]
+    return {"alpha": alphas.astype("float32"), "loss": np.array([r[0] for r in res], "float32"),
+            "accuracy": np.array([r[1] for r in res], "float32")}
+
+
+def filter_normalized_direction(model, rng):
+    """A Gaussian direction with each filter scaled to the norm of the matching filter of
+    the weights (Li et al. 2018, Sec. 4); biases, BN parameters and non-trainable weights
+    get a zero direction."""
+    out = []
+    for var in model.weights:
+        w = np.asarray(var)
+        if w.ndim <= 1 or not var.trainable:
+            out.append(np.zeros_like(w))
+            continue
+        d = rng.standard_normal(w.shape).astype(w.dtype)
+        axes = tuple(range(w.ndim - 1))  # Keras kernels: last axis = output filter
+        d *= np.sqrt((w**2).sum(axis=axes, keepdims=True)) / (
+            np.sqrt((d**2).sum(axis=axes, keepdims=True)) + 1e-10)
+        out.append(d)
+    return out
+
+
+def loss_2d(model, x, y, span=1.0, resolution=11, seed=0, batch_size=256):
+    """Loss surface f(a, b) = L(theta + a * d1 + b * d2) on a square grid.
+
+    Args:
+      model: the trained model; it is not modified.
+      x, y: evaluation data.
+      span: the grid covers [-span, span] in both directions.
+      resolution: points per axis.
+      seed: seed of the two random directions.
+
+    Returns:
+      dict with ``a``, ``b`` (resolution,), ``loss`` and ``accuracy`` (resolution,
+      resolution) indexed [b, a].
+    """
+    if int(resolution) < 2:
+        raise InputError(f"resolution must be >= 2. Received: resolution={resolution}")
+    ev = _Evaluator(model, x, y, batch_size)
+    rng = np.random.default_rng(seed)
+    d1 = filter_normalized_direction(ev.model, rng)
+    d2 = filter_normalized_direction(ev.model, rng)
+    grid = np.linspace(-span, span, int(resolution))
+    loss = np.zeros((len(grid), len(grid)), "float32")
+    acc = np.zeros_like(loss)
+    for i, b in enumerate(grid):
+        for j, a in enumerate(grid):
+            w = [t + a * u + b * v for t, u, v in zip(ev.theta, d1, d2)]
+            loss[i, j], acc[i, j] = ev(w)
+    return {"a": grid.astype("float32"), "b": grid.astype("float32"), "loss": loss,
+            "accuracy": acc}

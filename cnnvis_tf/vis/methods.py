@@ -1,0 +1,298 @@
+"""Registry of visualization methods by CLI name (each maps a :class:`Context` to an
+:class:`Output`: numbers for ``.npz``/``.json`` and a figure), and the writer of outputs."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from cnnvis_tf.errors import InputError
+from cnnvis_tf.vis import (
+    _model,
+    adversarial,
+    cam,
+    embedding,
+    feature_vis,
+    guided,
+    inversion,
+    landscape,
+    occlusion,
+    patches,
+    plotting,
+    saliency,
+    weights,
+)
+
+
+@dataclasses.dataclass
+class Context:
+    """What a method may use. ``x``/``y`` is a dataset sample; ``index`` picks the image."""
+
+    model: object
+    x: np.ndarray
+    y: np.ndarray
+    index: int = 0
+    layer: str = None
+    channel: int = None
+    class_names: list = None
+    clip_min: float = 0.0
+    clip_max: float = 1.0
+    initial_weights: str = None
+    adversarial: str = None
+    steps: int = 100
+    seed: int = 0
+
+    @property
+    def image(self):
+        return self.x[self.index]
+
+    @property
+    def label(self):
+        return int(self.y[self.index])
+
+    def name(self, k):
+        return self.class_names[k] if self.class_names else str(k)
+
+
+@dataclasses.dataclass
+class Output:  # numbers for <name>.npz, facts for <name>.json, the figure for <name>.png
+    arrays: dict
+    facts: dict
+    figure: object
+
+
+def _attr(ctx, maps, title, label, signed=False, overlay=False):
+    fig = plotting.attribution(ctx.image, maps[0], f"{title} for class {ctx.name(ctx.label)}",
+                               label, signed, overlay)
+    return Output({"map": maps, "image": ctx.image, "label": ctx.label}, None, fig)
+
+
+def _filters(ctx):
+    r = weights.filters(ctx.model, ctx.layer)
+    return Output({"kernel": r["kernel"]}, None, plotting.filters(r["kernel"], r["rgb"],
+                                                                  r["layer"]))
+
+
+def _activations(ctx):
+    maps = weights.activations(ctx.model, ctx.image, [ctx.layer] if ctx.layer else None)
+    fig = plotting.activations(ctx.image, maps, f"Activation maps, image {ctx.index}")
+    return Output(maps, None, fig)
+
+
+def _occlusion(ctx):
+    occ = occlusion.Occlusion(ctx.model, fill=0.5 * (ctx.clip_min + ctx.clip_max))
+    r = occ(ctx.image, ctx.label)
+    fig = plotting.occlusion(ctx.image, r, min(occ.patch_size, *ctx.image.shape[:2]),
+                             ctx.class_names)
+    facts = {"label": r.label, "base_prob": r.base_prob, "patch_size": occ.patch_size,
+             "stride": occ.stride, "fill": occ.fill, "table": r.table()}
+    return Output({"heatmap": r.heatmap, "positions": r.positions}, facts, fig)
+
+
+def _saliency(ctx, cls=saliency.Saliency, title="Saliency |d score / dx|"):
+    return _attr(ctx, cls(ctx.model)(ctx.image, ctx.label, seed=ctx.seed), title,
+                 "max over channels of |gradient|")
+
+
+def _cam(cls, title):
+    def run(ctx):
+        maps = cls(ctx.model, ctx.layer)(ctx.image, ctx.label)
+        return _attr(ctx, maps, title, "normalized CAM", overlay=True)
+
+    return run
+
+
+def _ig(ctx):
+    maps = saliency.IntegratedGradients(ctx.model)(ctx.image, ctx.label, baseline=ctx.clip_min)
+    return _attr(ctx, maps, "Integrated gradients", "attribution (sum over channels)", True)
+
+
+def _relu_rule(cls, title):
+    def run(ctx):
+        vis = cls(ctx.model)
+        if ctx.layer is None:
+            return _attr(ctx, vis(ctx.image, ctx.label), title, "input-space signal", True)
+        channel = guided.strongest_channel(vis.model, ctx.image, ctx.layer, ctx.channel)
+        maps = vis(ctx.image, layer=ctx.layer, channel=channel)
+        out = _attr(ctx, maps, f"{title} of {ctx.layer}[{channel}]", "input-space signal", True)
+        out.arrays["channel"] = channel
+        return out
+
+    return run
+
+
+def _class_model(ctx):
+    n = int(ctx.model.outputs[0].shape[-1])
+    idx = list(range(min(n, 16)))
+    am = feature_vis.ActivationMaximization(ctx.model, None, ctx.clip_min, ctx.clip_max)
+    imgs = am(idx, steps=ctx.steps, regularization="yosinski", seed=ctx.seed)
+    fig = plotting.images(imgs, [ctx.name(i) for i in idx], "Class models (Yosinski priors)",
+                          lo=ctx.clip_min, hi=ctx.clip_max)
+    return Output({"images": imgs, "classes": np.asarray(idx),
+                   "objective": am.objective(imgs, idx)}, None, fig)
+
+
+def _filter_max(ctx):
+    layer = ctx.layer or _model.last_conv_layer(_model.as_functional(ctx.model))
+    am = feature_vis.ActivationMaximization(ctx.model, layer, ctx.clip_min, ctx.clip_max)
+    idx = list(range(min(am.num_units, 16)))
+    imgs = am(idx, steps=ctx.steps, regularization="l2", tv_weight=0.1, seed=ctx.seed)
+    fig = plotting.images(imgs, [f"filter {i}" for i in idx],
+                          f"{layer}: activation maximization (L2 + TV)", lo=ctx.clip_min,
+                          hi=ctx.clip_max)
+    return Output({"images": imgs, "filters": np.asarray(idx),
+                   "objective": am.objective(imgs, idx)}, None, fig)
+
+
+def _act_layers(ctx):
+    model = _model.as_functional(ctx.model)
+    if ctx.layer:
+        return [ctx.layer]
+    return [_model.activation_layer(model, n) for n in _model.conv_layers(model)]
+
+
+def _inversion(ctx):
+    imgs, titles, arrays = [ctx.image], ["original"], {}
+    for layer in _act_layers(ctx):
+        inv = inversion.FeatureInversion(ctx.model, layer, ctx.clip_min, ctx.clip_max)
+        rec, hist = inv(ctx.image, steps=max(ctx.steps, 50), seed=ctx.seed)
+        imgs.append(rec[0])
+        titles.append(f"from {layer}")
+        arrays[f"{layer}/image"], arrays[f"{layer}/history"] = rec[0], hist
+    fig = plotting.images(imgs, titles, "Feature inversion (TV prior)", lo=ctx.clip_min,
+                          hi=ctx.clip_max)
+    return Output(arrays, None, fig)
+
+
+def _deepdream(ctx):
+    layer = _act_layers(ctx)[-1]
+    dd = inversion.DeepDream(ctx.model, layer, ctx.clip_min, ctx.clip_max)
+    img, hist = dd(ctx.image, steps=max(ctx.steps // 5, 10), seed=ctx.seed)
+    fig = plotting.images([ctx.image, img[0]], ["original", f"dream on {layer}"], "DeepDream",
+                          lo=ctx.clip_min, hi=ctx.clip_max)
+    return Output({"image": img[0], "objective": hist}, None, fig)
+
+
+def _top_patches(ctx):
+    layer = _act_layers(ctx)[-1]
+    r = patches.top_patches(ctx.model, ctx.x, layer, k=8)
+    c, k = r["patches"].shape[:2]
+    titles = [f"ch {ch}: {a:.2f}" for ch, row in zip(r["channels"], r["activations"])
+              for a in row]
+    fig = plotting.images(r["patches"].reshape((c * k,) + r["patches"].shape[2:]), titles,
+                          f"{layer}: top-{k} patches per channel (receptive field "
+                          f"{r['rf_size']}px)", cols=k, lo=ctx.clip_min, hi=ctx.clip_max)
+    return Output(r, None, fig)
+
+
+def _pca(ctx):
+    proj, var = embedding.pca(embedding.features(ctx.model, ctx.x))
+    fig = plotting.embedding(proj, ctx.y, ctx.class_names, "PCA of penultimate features",
+                             f"PC1 ({var[0]:.0%} var.)", f"PC2 ({var[1]:.0%} var.)")
+    return Output({"points": proj, "labels": ctx.y, "explained_variance": var}, None, fig)
+
+
+def _tsne(ctx):
+    pts = embedding.tsne(embedding.features(ctx.model, ctx.x), seed=ctx.seed)
+    fig = plotting.embedding(pts, ctx.y, ctx.class_names, "t-SNE of penultimate features")
+    return Output({"points": pts, "labels": ctx.y}, None, fig)
+
+
+def _neighbors(ctx):
+    q = np.unique(np.r_[ctx.index, np.arange(min(5, len(ctx.x)))])[:5]
+    r = embedding.neighbors(ctx.model, ctx.x, q, k=5)
+    fig = plotting.neighbors(ctx.x, q, r["feature"], r["pixel"], ctx.clip_min, ctx.clip_max)
+    return Output(dict(r, queries=q), None, fig)
+
+
+def _loss_1d(ctx):
+    w0 = landscape.initial_weights(ctx.model, ctx.initial_weights)
+    r = landscape.loss_1d(ctx.model, w0, ctx.x, ctx.y)
+    fig = plotting.curve(r["alpha"], {"loss": r["loss"], "accuracy": r["accuracy"]},
+                         "alpha (0 = initial, 1 = trained)", "value",
+                         "Linear interpolation initial -> trained weights", vlines=(0, 1))
+    return Output(r, None, fig)
+
+
+def _loss_2d(ctx):
+    r = landscape.loss_2d(ctx.model, ctx.x, ctx.y, seed=ctx.seed)
+    fig = plotting.loss_2d(r["a"], r["b"], r["loss"], "Loss surface, filter-normalized "
+                           "random directions")
+    return Output(r, None, fig)
+
+
+def _adversarial_diff(ctx):
+    if not ctx.adversarial:
+        raise InputError("adversarial_diff needs --adversarial=<experiments.attack "
+                         "output_dir>/adversarial.npz.")
+    res = adversarial.analyze(ctx.model, adversarial.load_pairs(ctx.adversarial))
+    groups = res.pop("groups")
+    facts = {"layers": res.pop("layers"), "project_layer": res.pop("project_layer"),
+             "groups": {k: v.tolist() for k, v in groups.items()}}
+    fig = plotting.adversarial(dict(res, **facts), ctx.clip_min, ctx.clip_max)
+    return Output(res, facts, fig)
+
+
+METHODS = {
+    "filters": _filters,
+    "activations": _activations,
+    "occlusion": _occlusion,
+    "saliency": _saliency,
+    "smoothgrad": lambda ctx: _saliency(ctx, saliency.SmoothGrad, "SmoothGrad"),
+    "gradcam": _cam(cam.GradCAM, "Grad-CAM"),
+    "gradcam_pp": _cam(cam.GradCAMPlusPlus, "Grad-CAM++"),
+    "scorecam": _cam(cam.ScoreCAM, "Score-CAM"),
+    "integrated_gradients": _ig,
+    "guided_backprop": _relu_rule(guided.GuidedBackprop, "Guided backprop"),
+    "deconvnet": _relu_rule(guided.Deconvnet, "Deconvnet"),
+    "class_model": _class_model,
+    "filter_max": _filter_max,
+    "inversion": _inversion,
+    "deepdream": _deepdream,
+    "top_patches": _top_patches,
+    "tsne": _tsne,
+    "pca": _pca,
+    "neighbors": _neighbors,
+    "loss_1d": _loss_1d,
+    "loss_2d": _loss_2d,
+    "adversarial_diff": _adversarial_diff,
+}
+
+
+def parse_methods(text):
+    """Comma-separated method names -> list; ``all`` selects every method.
+
+    Raises:
+      InputError: on an unknown or empty name, listing the valid ones.
+    """
+    names = [n.strip() for n in str(text or "").split(",") if n.strip()]
+    if names == ["all"]:
+        return list(METHODS)
+    bad = [n for n in names if n not in METHODS]
+    if bad or not names:
+        raise InputError(f"Unknown method(s) {bad or names}. Choose from: "
+                         f"{', '.join(METHODS)} (or all).")
+    return names
+
+
+def run(name, ctx, output_dir):
+    """Runs one method and writes ``<name>.png`` and ``<name>.npz`` and/or ``.json``.
+
+    Returns:
+      list of written paths.
+    """
+    if ctx.layer is not None:
+        _model.get_layer(_model.as_functional(ctx.model), ctx.layer)
+    out = METHODS[name](ctx)
+    paths = [plotting.save(out.figure, os.path.join(output_dir, f"{name}.png"))]
+    if out.arrays:
+        path = os.path.join(output_dir, f"{name}.npz")
+        np.savez_compressed(path, **{k: np.asarray(v) for k, v in out.arrays.items()})
+        paths.append(path)
+    if out.facts is not None or not out.arrays:
+        path = os.path.join(output_dir, f"{name}.json")
+        with open(path, "w") as f:
+            json.dump(out.facts or {}, f, indent=2)
+        paths.append(path)
+    return paths

@@ -1,0 +1,118 @@
+"""Maximally activating image patches, cropped to each unit's receptive field.
+
+References:
+  Girshick, R. et al. Rich feature hierarchies for accurate object detection and semantic
+  segmentation. CVPR 2014 (maximally activating regions of a unit).
+  Zeiler, M. D. and Fergus, R. Visualizing and Understanding Convolutional Networks.
+  ECCV 2014 (top-9 patches per feature map).
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from cnnvis_tf.errors import InputError
+from cnnvis_tf.vis import _model
+
+
+@dataclasses.dataclass
+class ReceptiveField:
+    """Receptive field of one unit: ``size`` pixels, units ``jump`` pixels apart, the
+    centre of unit 0 at pixel ``start``."""
+
+    size: float
+    jump: float
+    start: float
+
+    def box(self, row, col, height, width):
+        """(r0, r1, c0, c1) input box of unit (row, col), clipped to the image."""
+        half = (self.size - 1) / 2.0
+        cr, cc = self.start + row * self.jump, self.start + col * self.jump
+        r0, c0 = int(np.ceil(cr - half)), int(np.ceil(cc - half))
+        r1, c1 = int(np.floor(cr + half)) + 1, int(np.floor(cc + half)) + 1
+        return max(r0, 0), min(r1, height), max(c0, 0), min(c1, width)
+
+
+def _layer_rf(layer, rf):
+    kernel = getattr(layer, "kernel_size", None) or getattr(layer, "pool_size", None)
+    if kernel is None:
+        return rf
+    k = int(kernel[0])
+    s = int((getattr(layer, "strides", None) or (1,))[0])
+    d = int((getattr(layer, "dilation_rate", None) or (1,))[0])
+    k = d * (k - 1) + 1
+    pad = (k - 1) / 2.0 if getattr(layer, "padding", "valid") == "same" else 0.0
+    return ReceptiveField(rf.size + (k - 1) * rf.jump, rf.jump * s,
+                          rf.start + ((k - 1) / 2.0 - pad) * rf.jump)
+
+
+def receptive_field(model, layer):
+    """Receptive field of the units of ``layer`` (conv / pooling arithmetic along the graph;
+    at merges the largest field is kept)."""
+    model = _model.as_functional(model)
+    target = _model.get_layer(model, layer)
+    fields = {id(t): ReceptiveField(1.0, 1.0, 0.0) for t in model.inputs}
+    for lyr in model.layers:
+        if isinstance(lyr, keras.layers.InputLayer):
+            continue
+        ins = lyr.input if isinstance(lyr.input, (list, tuple)) else [lyr.input]
+        known = [fields[id(t)] for t in ins if id(t) in fields]
+        if not known:
+            continue
+        fields[id(lyr.output)] = _layer_rf(lyr, max(known, key=lambda f: f.size))
+        if lyr is target:
+            break
+    return fields[id(target.output)]
+
+
+def top_patches(model, x, layer, channels=None, k=9, batch_size=256):
+    """The ``k`` input patches that most activate each channel of ``layer``.
+
+    Each image counts once per channel (its strongest position); the patch is the unit's
+    receptive field, padded with NaN where it leaves the image.
+
+    Args:
+      model: any Keras model.
+      x: images (N, H, W, C).
+      layer: a layer with spatial output (conv, pooling, activation of a conv).
+      channels: channel indices (``None``: the first 8).
+      k: patches per channel.
+
+    Returns:
+      dict with ``patches`` (len(channels), k, s, s, C) float32 (NaN outside the image),
+      ``activations`` (len(channels), k), ``indices`` image index and ``positions``
+      (len(channels), k, 2), ``channels`` and ``rf_size``.
+    """
+    model = _model.as_functional(model)
+    feats = keras.Model(model.inputs[0], _model.get_layer(model, layer).output)
+    if len(feats.outputs[0].shape) != 4:
+        raise InputError(f"Layer {layer!r} has no spatial output. Choose a conv layer: "
+                         f"{', '.join(_model.conv_layers(model))}.")
+    n_ch = int(feats.outputs[0].shape[-1])
+    channels = list(range(min(8, n_ch))) if channels is None else [int(c) for c in channels]
+    if min(channels) < 0 or max(channels) >= n_ch:
+        raise InputError(f"channels {channels} out of range; {layer!r} has {n_ch} channels.")
+    acts = _model.predict(feats, _model.as_batch(x, model), batch_size)[..., channels]
+    n, h, w, _ = acts.shape
+    flat = acts.reshape(n, h * w, len(channels))
+    best_pos, best_val = flat.argmax(axis=1), flat.max(axis=1)  # (n, ch)
+    k = min(k, n)
+    rf = receptive_field(model, layer)
+    size = int(np.ceil(rf.size))
+    H, W = x.shape[1:3]
+    out = np.full((len(channels), k, size, size, x.shape[-1]), np.nan, dtype="float32")
+    idx = np.argsort(-best_val, axis=0)[:k].T  # (ch, k)
+    pos = np.zeros((len(channels), k, 2), dtype="int64")
+    for ci in range(len(channels)):
+        for j, i in enumerate(idx[ci]):
+            r, c = divmod(int(best_pos[i, ci]), w)
+            pos[ci, j] = (r, c)
+            r0, r1, c0, c1 = rf.box(r, c, H, W)
+            half = (rf.size - 1) / 2.0
+            top = r0 - int(np.ceil(rf.start + r * rf.jump - half))
+            left = c0 - int(np.ceil(rf.start + c * rf.jump - half))
+            out[ci, j, top : top + r1 - r0, left : left + c1 - c0] = x[i, r0:r1, c0:c1]
+    vals = np.take_along_axis(best_val.T, idx, axis=1)
+    return {"patches": out, "activations": vals, "indices": idx, "positions": pos,
+            "channels": np.asarray(channels), "rf_size": size}

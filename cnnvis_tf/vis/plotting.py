@@ -1,0 +1,265 @@
+"""Figures for every visualization (the only module that imports matplotlib; Agg backend).
+
+Every function takes numbers computed elsewhere and returns a ``matplotlib`` figure;
+:func:`save` writes and closes it.
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def save(fig, path):
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _img(img, lo=0.0, hi=1.0):
+    img = np.asarray(img, dtype="float32")
+    img = np.clip((img - lo) / ((hi - lo) or 1.0), 0, 1)
+    return img[..., 0] if img.shape[-1] == 1 else img
+
+
+def _show(ax, img, title=None, lo=0.0, hi=1.0):
+    ax.imshow(_img(img, lo, hi), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def _grid(n, cols):
+    cols = max(1, min(cols, n))
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1, 1.3 * rows + 0.6),
+                             squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    return fig, axes.ravel()
+
+
+def filters(kernel, rgb, layer):
+    """First layer: one image per filter (min-max scaled). Deeper: kernel slices, rows =
+    filters, columns = input channels, one diverging colour scale with a colour bar."""
+    kh, kw, cin, cout = kernel.shape
+    if rgb:
+        fig, axes = _grid(cout, 8)
+        for f in range(cout):
+            k = kernel[..., f]
+            _show(axes[f], (k - k.min()) / (np.ptp(k) or 1.0), f"filter {f}")
+        fig.suptitle(f"{layer}: {cout} filters ({kh}x{kw}x{cin}), min-max scaled")
+        return fig
+    cout = min(cout, 16)
+    fig, axes = plt.subplots(cout, cin, figsize=(1.0 * cin + 1.5, 1.0 * cout + 0.6),
+                             squeeze=False)
+    m = float(np.abs(kernel).max()) or 1.0
+    for f in range(cout):
+        for c in range(cin):
+            im = axes[f, c].imshow(kernel[:, :, c, f], cmap="bwr", vmin=-m, vmax=m)
+            axes[f, c].set_xticks([])
+            axes[f, c].set_yticks([])
+            if f == 0:
+                axes[f, c].set_title(f"in {c}", fontsize=7)
+        axes[f, 0].set_ylabel(f"out {f}", fontsize=7)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="weight")
+    fig.suptitle(f"{layer}: kernel slices (rows: filters, columns: input channels)")
+    return fig
+
+
+def activations(image, maps, title="", max_channels=16):
+    """One row per layer: the input, then up to ``max_channels`` feature maps."""
+    names = list(maps)
+    cols = 1 + min(max_channels, max(m.shape[-1] for m in maps.values()))
+    fig, axes = plt.subplots(len(names), cols, figsize=(1.2 * cols + 1.2, 1.35 * len(names)),
+                             squeeze=False, layout="constrained")
+    for r, name in enumerate(names):
+        _show(axes[r, 0], image, "input")
+        axes[r, 0].set_ylabel(name, fontsize=8)
+        a = maps[name]
+        vmax = float(a.max()) or 1.0
+        for c in range(1, cols):
+            axes[r, c].axis("off")
+            if c - 1 < a.shape[-1]:
+                im = axes[r, c].imshow(a[..., c - 1], cmap="viridis", vmin=0, vmax=vmax)
+                axes[r, c].set_title(f"ch {c - 1}", fontsize=7)
+        fig.colorbar(im, ax=axes[r].tolist(), shrink=0.8, label="activation")
+    fig.suptitle(title or "Activation maps")
+    return fig
+
+
+def occlusion(image, result, patch, class_names):
+    """Image with the patch grid, heat map of the true-class probability, and the table."""
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=(12, 4), layout="constrained",
+                                     gridspec_kw={"width_ratios": [1, 1.2, 1.4]})
+    name = class_names[result.label] if class_names else str(result.label)
+    _show(a0, image, f"input (true class: {name}, p={result.base_prob:.3f})")
+    for r, c in result.positions:
+        a0.add_patch(plt.Rectangle((c - 0.5, r - 0.5), patch, patch, fill=False, lw=0.6,
+                                   ec="tab:red", alpha=0.6))
+    im = a1.imshow(result.heatmap, cmap="magma", vmin=0, vmax=1)
+    a1.set_title("P(true class), patch at each position", fontsize=9)
+    nr, nc = result.heatmap.shape
+    cols, rows = sorted(set(result.positions[:, 1])), sorted(set(result.positions[:, 0]))
+    a1.set_xticks(range(nc), [str(c) for c in cols])
+    a1.set_yticks(range(nr), [str(r) for r in rows])
+    a1.set_xlabel("patch left column (pixels)")
+    a1.set_ylabel("patch top row (pixels)")
+    fig.colorbar(im, ax=a1, label="probability")
+    a2.axis("off")
+    rows = result.table()[:24]
+    cells = [[f"({t['row']},{t['col']})", f"{t['true_class_prob']:.3f}",
+              class_names[t["predicted_class"]] if class_names else t["predicted_class"]]
+             for t in rows]
+    tab = a2.table(cellText=cells, colLabels=["patch (row,col)", "P(true)", "predicted"],
+                   loc="center")
+    tab.auto_set_font_size(False)
+    tab.set_fontsize(7)
+    a2.set_title("positions (first 24)" if len(result.true_prob) > 24 else "positions")
+    return fig
+
+
+def attribution(image, maps, title, label="attribution", signed=False, overlay=False):
+    """The image, then one map per row of ``maps`` (N=1 shown), with a colour bar."""
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(7, 3.4), layout="constrained")
+    _show(a0, image, "input")
+    m = np.asarray(maps, dtype="float32")
+    if signed:
+        m = m.sum(axis=-1) if m.ndim == 3 else m
+        v = float(np.abs(m).max()) or 1.0
+        im = a1.imshow(m, cmap="bwr", vmin=-v, vmax=v)
+    else:
+        if overlay:
+            a1.imshow(_img(image), cmap="gray", vmin=0, vmax=1)
+        im = a1.imshow(m, cmap="jet" if overlay else "hot", alpha=0.5 if overlay else 1.0)
+    a1.set_xticks([])
+    a1.set_yticks([])
+    a1.set_title(label, fontsize=9)
+    fig.colorbar(im, ax=a1, label=label)
+    fig.suptitle(title)
+    return fig
+
+
+def images(imgs, titles, title, cols=8, lo=0.0, hi=1.0):
+    """A grid of images in the model's input range, each titled."""
+    fig, axes = _grid(len(imgs), cols)
+    for ax, img, t in zip(axes, imgs, titles):
+        _show(ax, np.nan_to_num(img, nan=lo), t, lo, hi)
+    fig.suptitle(title)
+    return fig
+
+
+def curve(x, ys, xlabel, ylabel, title, vlines=()):
+    """Line plot of several named series ``ys`` = {label: values} against ``x``."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, y in ys.items():
+        ax.plot(x, y, marker=".", label=name)
+    for v in vlines:
+        ax.axvline(v, color="gray", ls=":", lw=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def series(lines, xlabel, ylabel, title):
+    """Line plot of series with their own x: ``lines`` = [(label, x, y, fmt, kwargs), ...]."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, x, y, fmt, kwargs in lines:
+        ax.plot(x, y, fmt, label=label, **kwargs)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def loss_2d(a, b, loss, title):
+    """Filled contour of the loss surface with a colour bar; the trained model at (0, 0)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    cs = ax.contourf(a, b, loss, levels=20, cmap="viridis")
+    ax.contour(a, b, loss, levels=20, colors="k", linewidths=0.3)
+    ax.plot([0], [0], "r*", ms=10, label="trained weights")
+    fig.colorbar(cs, ax=ax, label="cross-entropy loss")
+    ax.set_xlabel("direction 1 (filter-normalized)")
+    ax.set_ylabel("direction 2 (filter-normalized)")
+    ax.set_title(title)
+    ax.legend(loc="upper right")
+    return fig
+
+
+def embedding(points, labels, class_names, title, xlabel="dim 1", ylabel="dim 2"):
+    """Scatter of 2-D points coloured by class, with a legend."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for k in np.unique(labels):
+        sel = labels == k
+        name = class_names[k] if class_names and k < len(class_names) else str(k)
+        ax.scatter(points[sel, 0], points[sel, 1], s=8, label=name, alpha=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, markerscale=2, loc="best")
+    return fig
+
+
+def neighbors(x, queries, feat_idx, pix_idx, lo=0.0, hi=1.0):
+    """Per query: the query, its feature-space neighbours, then its pixel-space ones."""
+    k = feat_idx.shape[1]
+    fig, axes = plt.subplots(len(queries), 2 * k + 1, figsize=(0.9 * (2 * k + 1) + 1,
+                             1.0 * len(queries) + 0.8), squeeze=False)
+    for r, q in enumerate(queries):
+        _show(axes[r, 0], x[q], "query" if r == 0 else None, lo, hi)
+        for j in range(k):
+            _show(axes[r, 1 + j], x[feat_idx[r, j]], "feature" if r == 0 else None, lo, hi)
+            _show(axes[r, 1 + k + j], x[pix_idx[r, j]], "pixel" if r == 0 else None, lo, hi)
+    fig.suptitle(f"Nearest neighbours: {k} in feature space (left), {k} in pixel space (right)")
+    return fig
+
+
+def adversarial(res, lo=0.0, hi=1.0):
+    """Mean volatility per neuron (sorted) and fooling rate for each layer, and the mean
+    deconvnet projections of the largest perturbation group."""
+    layers = res["layers"]
+    proj_keys = [k for k in res if k.startswith("projection/")]
+    fig, axes = plt.subplots(2, max(len(layers), 3), figsize=(4 * max(len(layers), 3), 7),
+                             squeeze=False, layout="constrained")
+    for i, name in enumerate(layers):
+        v = res[f"volatility/{name}"].mean(axis=0)
+        order = res[f"ranking/{name}"]
+        ax = axes[0, i]
+        ax.bar(np.arange(len(v)), v[order], color="tab:red", width=1.0)
+        ax.set_title(f"{name}: volatility (ranked)", fontsize=9)
+        ax.set_xlabel("neuron rank")
+        ax.set_ylabel("mean | ||a_adv||_F - ||a||_F |")
+        tw = ax.twinx()
+        tw.plot(np.arange(len(v)), res[f"fooling_rate/{name}"][order], "k.", ms=4)
+        tw.set_ylim(0, 1.05)
+        tw.set_ylabel("fooling rate (black dots)")
+    for ax in axes[0, len(layers):]:
+        ax.axis("off")
+    for ax in axes[1]:
+        ax.axis("off")
+    if not proj_keys:
+        axes[1, 1].text(0.5, 0.5, "no successful adversarial pairs: no projections",
+                        ha="center", va="center")
+    else:
+        key = proj_keys[0]
+        p = res[key]
+        for j, (t, img) in enumerate(zip(("clean", "adversarial", "difference"), p)):
+            ax = axes[1, j]
+            ax.axis("on")
+            s = img.sum(axis=-1)
+            v = float(np.abs(s).max()) or 1.0
+            im = ax.imshow(s, cmap="bwr", vmin=-v, vmax=v)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"group {key.split('/', 1)[1]}: {t}", fontsize=9)
+            fig.colorbar(im, ax=ax, shrink=0.8, label="deconvnet projection")
+    fig.suptitle(f"Clean vs adversarial (projections from {res['project_layer']})")
+    return fig

@@ -1,0 +1,66 @@
+"""Weights and activations: filter images, kernel slices, activation maps of conv layers.
+
+References:
+  Zeiler, M. D. and Fergus, R. Visualizing and Understanding Convolutional Networks.
+  ECCV 2014 (arXiv:1311.2901).
+"""
+
+import numpy as np
+
+from cnnvis_tf.errors import InputError
+from cnnvis_tf.vis import _model
+
+
+def filters(model, layer=None, max_filters=64, max_channels=8):
+    """The kernels of a convolution layer, arranged for display.
+
+    For the first conv layer (or any layer with 1 or 3 input channels) each filter is one
+    image ``(kh, kw, cin)``; for deeper layers each filter is shown as its 2-D slices over
+    the first ``max_channels`` input channels.
+
+    Args:
+      model: a Keras model.
+      layer: conv layer name; ``None`` is the first conv layer.
+      max_filters: at most this many output filters are returned.
+      max_channels: at most this many input-channel slices per filter for deep layers.
+
+    Returns:
+      dict with ``kernel`` (kh, kw, cin', cout') float32 and ``layer`` (name) and
+      ``rgb`` (True when each filter is drawn as one colour image).
+
+    Raises:
+      InputError: if ``layer`` is unknown or not a 2-D convolution.
+    """
+    model = _model.as_functional(model)
+    _model.last_conv_layer(model)  # raises if there is no conv layer
+    convs = _model.conv_layers(model)
+    name = layer or convs[0]
+    if _model.get_layer(model, name).name not in convs:
+        raise InputError(
+            f"Layer {name!r} is not a Conv2D layer. Choose one of: {', '.join(convs)}."
+        )
+    kernel = np.asarray(model.get_layer(name).kernel, dtype="float32")
+    rgb = kernel.shape[2] in (1, 3) and name == convs[0]
+    cin = kernel.shape[2] if rgb else min(kernel.shape[2], max_channels)
+    return {"kernel": kernel[:, :, :cin, :max_filters], "layer": name, "rgb": rgb}
+
+
+def activations(model, x, layers=None):
+    """Activation maps of every conv layer (after its ReLU when the model has one).
+
+    Args:
+      model: a Keras model.
+      x: one image (H, W, C) in the model's input space.
+      layers: names of layers to read; ``None`` means every Conv2D layer.
+
+    Returns:
+      dict mapping layer name -> float32 array (h, w, channels) for that image.
+    """
+    model = _model.as_functional(model)
+    x = _model.as_batch(x, model)[:1]
+    names = layers or [_model.activation_layer(model, n) for n in _model.conv_layers(model)]
+    if not names:
+        raise InputError("The model has no Conv2D layer. Pass --layer=<name> explicitly.")
+    outs = _model.predict(_model.feature_model(model, names), x)
+    outs = outs if isinstance(outs, list) else [outs]
+    return {name: out[0] for name, out in zip(names, outs)}

@@ -1,0 +1,76 @@
+r"""Visualizes a trained run: weights, activations, attributions, features, landscapes.
+
+  python -m experiments.visualize --model_dir=runs/mnist \
+      --methods=filters,activations,occlusion,saliency,gradcam --output_dir=runs/mnist/vis
+
+Writes ``<method>.png`` and ``<method>.npz`` (and/or ``.json``) per method. Methods:
+filters, activations, occlusion, saliency, smoothgrad, gradcam, gradcam_pp, scorecam,
+integrated_gradients, guided_backprop, deconvnet, class_model, filter_max, inversion,
+deepdream, top_patches, tsne, pca, neighbors, loss_1d, loss_2d, adversarial_diff (or all).
+"""
+
+import os
+import time
+
+from absl import flags, logging
+
+from cnnvis_tf import rundir
+from cnnvis_tf.errors import InputError
+from experiments import common
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("model_dir", None, "Run directory written by experiments.train.")
+flags.DEFINE_string("methods", "filters,activations,occlusion,saliency",
+                    "Comma-separated visualization methods, or 'all'.")
+flags.DEFINE_integer("image_index", 0, "Index of the test image to explain.", lower_bound=0)
+flags.DEFINE_string("layer", None, "Layer to visualize (default: chosen per method).")
+flags.DEFINE_integer("channel", None, "Feature map of --layer for guided_backprop/deconvnet "
+                     "(default: the strongest on the image).", lower_bound=0)
+flags.DEFINE_string("adversarial", None, "adversarial.npz of experiments.attack "
+                    "(for adversarial_diff).")
+flags.DEFINE_integer("num_examples", 500, "Test images used by dataset-level methods "
+                     "(top_patches, tsne, pca, neighbors, loss_1d, loss_2d).", lower_bound=10)
+flags.DEFINE_integer("steps", 100, "Optimization steps (class_model, filter_max, inversion).",
+                     lower_bound=1)
+
+
+def main(argv):
+    del argv
+    from cnnvis_tf.vis import methods
+
+    names = methods.parse_methods(FLAGS.methods)
+    if "adversarial_diff" in names and not FLAGS.adversarial:
+        if FLAGS.methods.strip() != "all":
+            raise InputError("adversarial_diff needs --adversarial=<experiments.attack "
+                             "output_dir>/adversarial.npz.")
+        logging.warning("Skipping adversarial_diff: no --adversarial file given.")
+        names.remove("adversarial_diff")
+    out_dir = common.make_output_dir(FLAGS.output_dir)
+    if not FLAGS.model_dir:
+        raise InputError("--model_dir is required: pass the output_dir of experiments.train.")
+    run = rundir.load_run(FLAGS.model_dir)
+    data = run.load_dataset()
+    if FLAGS.image_index >= len(data.x_test):
+        raise InputError(f"--image_index={FLAGS.image_index} is out of range: the test set has "
+                         f"{len(data.x_test)} images.")
+    n = min(FLAGS.num_examples, len(data.x_test))
+    x, y = data.x_test[:n], data.y_test[:n]
+    index = FLAGS.image_index
+    if index >= n:  # keep the chosen image inside the sample
+        x, y = data.x_test[index - n + 1 : index + 1], data.y_test[index - n + 1 : index + 1]
+        index = n - 1
+    ctx = methods.Context(
+        model=run.model, x=x, y=y, index=index, layer=FLAGS.layer, channel=FLAGS.channel,
+        class_names=run.class_names, clip_min=run.clip_min, clip_max=run.clip_max,
+        initial_weights=os.path.join(run.path, rundir.INITIAL_WEIGHTS),
+        adversarial=FLAGS.adversarial, steps=FLAGS.steps, seed=FLAGS.seed,
+    )
+    for name in names:
+        start = time.time()
+        paths = methods.run(name, ctx, out_dir)
+        logging.info("%s: %.1fs -> %s", name, time.time() - start, ", ".join(paths))
+
+
+if __name__ == "__main__":
+    common.run(main)
