@@ -160,6 +160,25 @@ def test_cams_shapes_range_and_reloaded_model_matches(trained, reloaded):
         cam.GradCAM(model, "fc1")
 
 
+def test_gradcam_defaults_to_rectified_maps_and_matches_reference(trained):
+    import tensorflow as tf
+
+    model, x, y = trained
+    vis = cam.GradCAM(model)
+    assert vis.layer == "conv2_relu"  # not the pre-ReLU conv2 (often an all-zero CAM)
+    feats = keras.Model(model.inputs, [model.get_layer("conv2_relu").output, model.output])
+    with tf.GradientTape() as tape:
+        a, logits = feats(x[:6])
+        score = tf.gather(logits, y[:6], batch_dims=1)
+    alpha = tf.reduce_mean(tape.gradient(score, a), axis=(1, 2), keepdims=True)
+    ref = np.asarray(tf.nn.relu(tf.reduce_sum(alpha * a, -1)))  # Selvaraju et al. eq. 1-2
+    got = vis(x[:6], y[:6], normalize=False)
+    # tf-keras-vis upsamples the 6x6 map to 12x12: compare peak values and empty maps.
+    np.testing.assert_allclose(got.reshape(6, -1).max(1), ref.reshape(6, -1).max(1),
+                               rtol=0.15, atol=1e-6)
+    assert (got.reshape(6, -1).max(1) > 0).any()
+
+
 def test_reloaded_model_saliency_matches(trained, reloaded):
     model, x, y = trained
     np.testing.assert_allclose(saliency.Saliency(reloaded)(x[:2], y[:2]),

@@ -135,6 +135,23 @@ def last_conv_layer(model):
     return convs[-1]
 
 
+def last_spatial_layer(model):
+    """The last layer with a 4-D (spatial) output at or after the last convolution: the
+    rectified, pooled feature maps CAMs are computed on (``pool2`` in conv2_fc500,
+    ``stage4_block2_out`` in ResNet-18).
+
+    Raises:
+      InputError: if the model has no Conv2D layer.
+    """
+    last = last_conv_layer(model)
+    names = [layer.name for layer in model.layers]
+    best = last
+    for layer in model.layers[names.index(last):]:
+        if len(layer.output.shape) == 4:
+            best = layer.name
+    return best
+
+
 def feature_model(model, layers):
     """A functional model returning the outputs of ``layers`` (names) as a list."""
     outs = [get_layer(model, name).output for name in layers]

@@ -31,7 +31,7 @@ class _Cam:
     def __init__(self, model, layer=None):
         self.model = _model.logits_model(model)
         convs = _model.conv_layers(self.model)
-        self.layer = layer or _model.last_conv_layer(self.model)
+        self.layer = layer or _model.last_spatial_layer(self.model)
         if len(_model.get_layer(self.model, self.layer).output.shape) != 4:
             raise InputError(
                 f"Layer {self.layer!r} has no spatial output; CAMs need a conv layer such as "
@@ -77,7 +77,8 @@ class GradCAM(_Cam):
 
     Args:
       model: any Keras model.
-      layer: conv layer to read; ``None`` is the last conv layer.
+      layer: conv layer to read; ``None`` is the last spatial layer (rectified, pooled maps
+        of the last conv; the pre-ReLU conv output often gives an all-zero CAM).
     """
 
     _tkv = Gradcam
@@ -94,7 +95,8 @@ class ScoreCAM(_Cam):
 
     Args:
       model: any Keras model (its logits are passed through a softmax, as in the paper).
-      layer: conv layer to read; ``None`` is the last conv layer.
+      layer: conv layer to read; ``None`` is the last spatial layer (rectified, pooled maps
+        of the last conv; the pre-ReLU conv output often gives an all-zero CAM).
       batch_size: masked images per forward pass.
     """
 
