@@ -7,10 +7,12 @@ Importing the package registers every custom Keras object (``cnnvis_tf.layers`` 
 
 __version__ = "0.1.0"
 
-from cnnvis_tf import datasets, defenses, layers, models, rundir, training  # noqa: E402,F401
+from cnnvis_tf import (  # noqa: E402,F401
+    attacks, datasets, defenses, evaluation, layers, models, rundir, training,
+)
 from cnnvis_tf.errors import DataFilesError, InputError  # noqa: E402,F401
 
 __all__ = [
-    "datasets", "defenses", "layers", "models", "rundir", "training", "InputError",
+    "attacks", "datasets", "defenses", "evaluation", "layers", "models", "rundir", "training", "InputError",
     "DataFilesError",
 ]

@@ -1,0 +1,129 @@
+"""Adversarial patch: a square sticker that makes any image look like the target class."""
+
+import numpy as np
+import tensorflow as tf
+
+from cnnvis_tf.attacks._common import check_positive_int, finish, invalid, prepare
+
+__all__ = ["adversarial_patch", "apply_patch", "patch"]
+
+
+def _side(patch_size, h, w):
+    if not 0 < float(patch_size) <= 1:
+        raise invalid("patch_size", "a fraction of the image side in (0, 1]", patch_size)
+    return max(1, int(round(patch_size * min(h, w))))
+
+
+def _paste(x, patch, r, c):
+    """Differentiable paste of ``patch`` at (r, c) into every image of ``x``."""
+    h, w = x.shape[1], x.shape[2]
+    ph, pw = patch.shape[0], patch.shape[1]
+    pad = [[r, h - r - ph], [c, w - c - pw], [0, 0]]
+    mask = tf.pad(tf.ones_like(patch), pad)
+    return x * (1.0 - mask) + tf.pad(patch, pad) * mask
+
+
+def apply_patch(x, patch_image, *, positions=None, seed=0):
+    """Pastes ``patch_image`` into each image at ``positions`` (``(n, 2)``; random if None)."""
+    x = np.asarray(x, np.float32).copy()
+    n, h, w = x.shape[:3]
+    ph, pw = patch_image.shape[:2]
+    if positions is None:
+        rng = np.random.default_rng(seed)
+        positions = np.stack([rng.integers(0, h - ph + 1, n), rng.integers(0, w - pw + 1, n)], 1)
+    for i, (r, c) in enumerate(np.asarray(positions, int)):
+        x[i, r : r + ph, c : c + pw] = patch_image
+    return x
+
+
+def adversarial_patch(
+    model_fn,
+    x,
+    *,
+    y,
+    targeted=True,
+    patch_size=0.3,
+    steps=100,
+    step_size=0.05,
+    positions_per_step=4,
+    position=None,
+    seed=0,
+    clip_min=0.0,
+    clip_max=1.0,
+    from_probabilities=False,
+):
+    """Learns one patch that, pasted anywhere, pushes images of ``x`` to the targets ``y``.
+
+    Each step pastes the patch at ``positions_per_step`` random positions into the whole
+    batch (an expectation over placements) and takes a signed gradient step on the patch
+    that lowers the mean cross-entropy to the targets.
+
+    Args:
+      model_fn: callable mapping a batch of ``(H, W, C)`` images to logits.
+      x: training images in ``[clip_min, clip_max]``.
+      y: target classes (one per image, usually all the same).
+      targeted: must be True.
+      patch_size: patch side as a fraction of the shorter image side.
+      steps: optimization steps.
+      step_size: L-inf step on the patch per step.
+      positions_per_step: random placements averaged per step.
+      position: ``(row, col)`` of a fixed placement instead of random ones (models that
+        are not translation invariant, e.g. conv + flatten + dense, resist random
+        placements far more).
+      seed: seed of the initial patch and the positions.
+      clip_min: lower bound of the input space.
+      clip_max: upper bound of the input space.
+      from_probabilities: ``model_fn`` outputs softmax probabilities instead of logits.
+
+    Returns:
+      the patch, float32 numpy array of shape ``(side, side, channels)``.
+
+    Raises:
+      InputError: bad arguments or inputs.
+
+    References:
+      Brown, Mane, Roy, Abadi, Gilmer. Adversarial Patch. arXiv:1712.09665, 2017.
+    """
+    if not targeted:
+        raise invalid("targeted", "True (the patch pushes towards y)", targeted)
+    steps = check_positive_int("steps", steps)
+    positions_per_step = check_positive_int("positions_per_step", positions_per_step)
+    model_fn, x, y, _ = prepare(model_fn, x, y=y, targeted=True, clip_min=clip_min,
+                                clip_max=clip_max, from_probabilities=from_probabilities,
+                                step_size=step_size)
+    if x.shape.rank != 4:
+        raise invalid("x", "images of shape (batch, height, width, channels)", x.shape)
+    _, h, w, ch = x.shape
+    side = _side(patch_size, h, w)
+    if position is not None:
+        position = tuple(int(v) for v in position)
+        inside = len(position) == 2 and 0 <= position[0] <= h - side
+        if not inside or not 0 <= position[1] <= w - side:
+            raise invalid("position", f"(row, col) with the {side}x{side} patch inside the "
+                          f"{h}x{w} image", position)
+    rng = np.random.default_rng(seed)
+    p = tf.constant(rng.uniform(clip_min, clip_max, (side, side, ch)).astype(np.float32))
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            tape.watch(p)
+            loss = 0.0
+            for _ in range(1 if position is not None else positions_per_step):
+                r, c = position if position is not None else (
+                    int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1)))
+                loss += tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=y, logits=model_fn(_paste(x, p, r, c))))
+        p = tf.clip_by_value(p - step_size * tf.sign(tape.gradient(loss, p)), clip_min, clip_max)
+    return finish(p, clip_min, clip_max)
+
+
+def patch(model_fn, x, *, y, seed=0, position=None, clip_min=0.0, clip_max=1.0, **kwargs):
+    """Learns a patch on ``x`` (:func:`adversarial_patch`) and pastes it at random places
+    (or at ``position``).
+
+    References:
+      Brown et al. Adversarial Patch. arXiv:1712.09665, 2017.
+    """
+    p = adversarial_patch(model_fn, x, y=y, seed=seed, position=position, clip_min=clip_min,
+                          clip_max=clip_max, **kwargs)
+    where = None if position is None else np.tile(np.asarray(position, int), (len(x), 1))
+    return finish(apply_patch(x, p, positions=where, seed=seed + 1), clip_min, clip_max)

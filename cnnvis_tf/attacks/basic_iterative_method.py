@@ -1,0 +1,81 @@
+"""Basic Iterative Method (iterated FGSM, no random start), wrapping cleverhans 4."""
+
+import numpy as np
+from cleverhans.tf2.attacks.basic_iterative_method import basic_iterative_method as _ch_bim
+
+from cnnvis_tf.attacks._common import (
+    check_nonneg,
+    check_norm,
+    check_positive_int,
+    finish,
+    invalid,
+    prepare,
+)
+from cnnvis_tf.attacks.projected_gradient_descent import projected_gradient_descent
+
+__all__ = ["basic_iterative_method", "bim"]
+
+
+def basic_iterative_method(
+    model_fn,
+    x,
+    eps=0.1,
+    *,
+    eps_iter=None,
+    nb_iter=10,
+    norm=np.inf,
+    y=None,
+    targeted=False,
+    clip_min=0.0,
+    clip_max=1.0,
+    from_probabilities=False,
+):
+    """Iterated fast-gradient steps of size ``eps_iter``, clipped to the ``eps`` ball.
+
+    Args:
+      model_fn: callable mapping a batch to logits.
+      x: batch of inputs in ``[clip_min, clip_max]``.
+      eps: radius of the norm ball.
+      eps_iter: step size; ``None`` means ``eps / nb_iter`` (Kurakin et al. use 1/255).
+      nb_iter: number of steps.
+      norm: ``np.inf`` or ``2``.
+      y: labels (or targets); ``None`` uses the model's predictions.
+      targeted: move towards ``y``.
+      clip_min: lower bound of the input space.
+      clip_max: upper bound of the input space.
+      from_probabilities: ``model_fn`` outputs softmax probabilities instead of logits.
+
+    Returns:
+      float32 numpy array, the adversarial batch.
+
+    Raises:
+      InputError: bad arguments or inputs.
+
+    References:
+      Kurakin, Goodfellow, Bengio. Adversarial examples in the physical world. ICLR 2017
+      workshop (arXiv:1607.02533).
+    """
+    norm = check_norm(norm)
+    nb_iter = check_positive_int("nb_iter", nb_iter)
+    eps = check_nonneg("eps", eps)
+    eps_iter = check_nonneg("eps_iter", eps / nb_iter if eps_iter is None else eps_iter)
+    if eps_iter > eps:
+        raise invalid("eps_iter", f"a step size <= eps={eps}", eps_iter)
+    if norm == 2:  # cleverhans' L2 step under-steps on small gradients; see pgd
+        return projected_gradient_descent(
+            model_fn, x, eps, eps_iter=eps_iter, nb_iter=nb_iter, norm=2, rand_init=False,
+            y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
+            from_probabilities=from_probabilities,
+        )
+    model_fn, x, y, _ = prepare(
+        model_fn, x, y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
+        from_probabilities=from_probabilities,
+    )
+    x_adv = _ch_bim(
+        model_fn, x, eps, eps_iter, nb_iter, norm, clip_min=float(clip_min),
+        clip_max=float(clip_max), y=y, targeted=targeted, sanity_checks=False,
+    )
+    return finish(x_adv, clip_min, clip_max)
+
+
+bim = basic_iterative_method

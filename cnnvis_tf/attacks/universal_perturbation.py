@@ -1,0 +1,115 @@
+"""Universal adversarial perturbation: one image-agnostic perturbation for a whole set."""
+
+import numpy as np
+import tensorflow as tf
+from cleverhans.tf2.utils import clip_eta
+
+from cnnvis_tf.attacks._common import (
+    check_nonneg,
+    check_norm,
+    check_positive_int,
+    finish,
+    invalid,
+    prepare,
+)
+from cnnvis_tf.attacks.deepfool import _deepfool, _jacobian_fn
+
+__all__ = ["universal_perturbation", "universal"]
+
+
+def universal_perturbation(
+    model_fn,
+    x,
+    eps=0.1,
+    *,
+    norm=np.inf,
+    target_fooling_rate=0.8,
+    max_passes=5,
+    deepfool_iter=10,
+    nb_candidate=10,
+    overshoot=0.02,
+    seed=0,
+    y=None,
+    targeted=False,
+    clip_min=0.0,
+    clip_max=1.0,
+    from_probabilities=False,
+):
+    """Finds one perturbation ``v`` with ``||v|| <= eps`` that fools most of ``x``.
+
+    Passes over ``x`` in random order; for every example still classified as its label
+    under ``x + v``, adds the DeepFool step of ``x + v`` to ``v`` and projects ``v`` back
+    onto the ``eps`` ball. Stops at ``target_fooling_rate`` or after ``max_passes``.
+
+    Args:
+      model_fn: callable mapping a batch to logits.
+      x: the examples ``v`` is computed on, in ``[clip_min, clip_max]``.
+      eps: radius of the ball ``v`` lives in.
+      norm: ``np.inf`` or ``2``.
+      target_fooling_rate: stop once this fraction of ``x`` is misclassified.
+      max_passes: maximum passes over ``x``.
+      deepfool_iter: DeepFool iterations per example.
+      nb_candidate: DeepFool candidate classes.
+      overshoot: DeepFool overshoot.
+      seed: order of the passes.
+      y: labels (default: the model's predictions).
+      targeted: must be False (the perturbation is untargeted).
+      clip_min: lower bound of the input space.
+      clip_max: upper bound of the input space.
+      from_probabilities: ``model_fn`` outputs softmax probabilities instead of logits.
+
+    Returns:
+      ``v``: float32 numpy array of shape ``x.shape[1:]``.
+
+    Raises:
+      InputError: bad arguments or inputs.
+
+    References:
+      Moosavi-Dezfooli, Fawzi, Fawzi, Frossard. Universal adversarial perturbations.
+      CVPR 2017.
+    """
+    if targeted:
+        raise invalid("targeted", "False (universal perturbations are untargeted)", targeted)
+    norm = check_norm(norm)
+    max_passes = check_positive_int("max_passes", max_passes)
+    rate = check_nonneg("target_fooling_rate", target_fooling_rate)
+    if rate > 1:
+        raise invalid("target_fooling_rate", "a fraction in [0, 1]", target_fooling_rate)
+    model_fn, x, y, _ = prepare(
+        model_fn, x, y=y, clip_min=clip_min, clip_max=clip_max,
+        from_probabilities=from_probabilities, eps=eps,
+    )
+    x0, label = x.numpy(), y.numpy()
+    v = np.zeros((1,) + x0.shape[1:], np.float32)
+    rng = np.random.default_rng(seed)
+    jac = _jacobian_fn(model_fn)
+
+    def perturbed(idx):
+        return np.clip(x0[idx] + v, clip_min, clip_max).astype(np.float32)
+
+    def fooling_rate():
+        pred = np.asarray(model_fn(tf.constant(perturbed(slice(None))))).argmax(axis=1)
+        return float(np.mean(pred != label))
+
+    for _ in range(max_passes):
+        if fooling_rate() >= rate:
+            break
+        for i in rng.permutation(len(x0)):
+            xi = perturbed(slice(i, i + 1))
+            if np.asarray(model_fn(tf.constant(xi))).argmax(axis=1)[0] != label[i]:
+                continue
+            x_df = _deepfool(jac, xi, label[i : i + 1], np.asarray(model_fn(tf.constant(xi))),
+                             nb_candidate, overshoot, deepfool_iter, clip_min, clip_max)
+            v = clip_eta(tf.constant(v + (x_df - xi)), norm, float(eps)).numpy()
+    return v[0].astype(np.float32)
+
+
+def universal(model_fn, x, eps=0.1, *, clip_min=0.0, clip_max=1.0, **kwargs):
+    """``x + v`` (clipped) with ``v`` from :func:`universal_perturbation` computed on ``x``.
+
+    References:
+      Moosavi-Dezfooli et al. Universal adversarial perturbations. CVPR 2017.
+    """
+    v = universal_perturbation(model_fn, x, eps, clip_min=clip_min, clip_max=clip_max,
+                               **kwargs)
+    return finish(np.asarray(x) + v, clip_min, clip_max)

@@ -1,0 +1,294 @@
+"""Robustness evaluation: accuracy curves, SNR tables, transfer matrices, sanity checks.
+
+All functions take ``model_fn`` (callable returning logits), numpy inputs in
+``[clip_min, clip_max]`` and true labels, and return plain Python/numpy values that the
+``experiments/`` scripts write to JSON/CSV.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from cleverhans.tf2.utils import compute_gradient
+
+from cnnvis_tf.attacks import get_attack, snr_db
+from cnnvis_tf.attacks._common import check_nonneg, check_norm, invalid, l2_direction, prepare
+from cnnvis_tf.attacks.snr_fgsm import snr_eps
+
+__all__ = [
+    "DEFAULT_SNR_LEVELS",
+    "predict_labels",
+    "run_attack",
+    "attack_metrics",
+    "gradient_directions",
+    "fgsm_sweep",
+    "accuracy_vs_eps",
+    "accuracy_vs_snr",
+    "transfer_matrix",
+    "aggregate_runs",
+    "worst_case_accuracy",
+    "sanity_flags",
+    "sanity_checks",
+]
+
+DEFAULT_SNR_LEVELS = (50.0, 45.0, 40.0, 33.0)
+_CE = tf.nn.sparse_softmax_cross_entropy_with_logits
+
+
+def _batches(n, batch_size):
+    return [slice(i, min(n, i + batch_size)) for i in range(0, n, int(batch_size))]
+
+
+def predict_labels(model_fn, x, batch_size=256):
+    """Arg-max class of ``model_fn`` on ``x``, computed in batches (int64 numpy)."""
+    return np.concatenate(
+        [np.asarray(model_fn(tf.constant(x[s], tf.float32))).argmax(axis=1)
+         for s in _batches(len(x), batch_size)]
+    ).astype(np.int64)
+
+
+def run_attack(attack, model_fn, x, y=None, *, batch_size=256, progress=False, **kwargs):
+    """Runs ``attack`` (a registry name or function) over ``x`` in batches.
+
+    ``y`` holds labels, or target classes when ``targeted=True`` is in ``kwargs``;
+    ``progress`` shows a Keras progress bar.
+    """
+    fn = get_attack(attack) if isinstance(attack, str) else attack
+    bar = keras.utils.Progbar(len(x), unit_name="example") if progress else None
+    out = []
+    for s in _batches(len(x), batch_size):
+        out.append(fn(model_fn, x[s], y=None if y is None else y[s], **kwargs))
+        if bar is not None:
+            bar.add(s.stop - s.start)
+    return np.concatenate(out).astype(np.float32)
+
+
+def _finite_stats(values):
+    values = np.asarray(values, np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None, None
+    return float(finite.mean()), float(np.median(finite))
+
+
+def attack_metrics(y, x, x_adv, pred_clean, pred_adv, *, targets=None):
+    """Summary numbers of one attack run (the ``metrics.json`` contract).
+
+    ``success_rate`` is, untargeted, the fraction of correctly classified examples that
+    the attack made wrong; targeted (``targets`` given), the fraction classified as their
+    target. SNR means/medians skip unchanged images (infinite SNR); ``None`` if all are.
+    """
+    n = len(x)
+    diff = (np.asarray(x_adv, np.float64) - np.asarray(x, np.float64)).reshape(n, -1)
+    l2, linf = np.linalg.norm(diff, axis=1), np.abs(diff).max(axis=1)
+    correct = pred_clean == y
+    if targets is not None:
+        success = float(np.mean(pred_adv == targets))
+    else:
+        success = float(np.mean(pred_adv[correct] != y[correct])) if correct.any() else 0.0
+    mean_snr, median_snr = _finite_stats(snr_db(x, x_adv))
+    return {
+        "clean_accuracy": float(np.mean(correct)),
+        "adversarial_accuracy": float(np.mean(pred_adv == y)),
+        "success_rate": success,
+        "mean_l2": float(l2.mean()),
+        "median_l2": float(np.median(l2)),
+        "mean_linf": float(linf.mean()),
+        "median_linf": float(np.median(linf)),
+        "mean_snr_db": mean_snr,
+        "median_snr_db": median_snr,
+        "num_examples": int(n),
+    }
+
+
+def gradient_directions(model_fn, x, y, *, norm=np.inf, clip_min=0.0, clip_max=1.0,
+                        batch_size=256):
+    """FGSM/FGM step directions (``sign(grad)`` or unit-L2 grad), computed once.
+
+    ``y`` are the true labels (the loss is their cross-entropy).
+    """
+    norm = check_norm(norm)
+    out = []
+    for s in _batches(len(x), batch_size):
+        fn, xb, yb, _ = prepare(model_fn, x[s], y=y[s], clip_min=clip_min, clip_max=clip_max)
+        grad = compute_gradient(fn, _CE, xb, yb, False)
+        out.append(np.sign(grad.numpy()) if norm == np.inf else l2_direction(grad).numpy())
+    return np.concatenate(out)
+
+
+def fgsm_sweep(model_fn, x, y, eps_list, *, norm=np.inf, clip_min=0.0, clip_max=1.0,
+               batch_size=256):
+    """Accuracy under FGSM/FGM for many ``eps`` with one gradient computation.
+
+    Returns:
+      list of accuracies, one per ``eps`` in ``eps_list``; equal to running
+      ``fast_gradient_method(..., y=y)`` at each eps.
+
+    References:
+      Goodfellow, Shlens, Szegedy. Explaining and Harnessing Adversarial Examples. ICLR 2015.
+    """
+    eps_list = [check_nonneg("eps", e) for e in eps_list]
+    direction = gradient_directions(model_fn, x, y, norm=norm, clip_min=clip_min,
+                                    clip_max=clip_max, batch_size=batch_size)
+    accs = []
+    for eps in eps_list:
+        x_adv = np.clip(x + np.float32(eps) * direction, clip_min, clip_max).astype(np.float32)
+        accs.append(float(np.mean(predict_labels(model_fn, x_adv, batch_size) == y)))
+    return accs
+
+
+def accuracy_vs_eps(model_fn, x, y, eps_list, *, attack="fgsm", clip_min=0.0, clip_max=1.0,
+                    batch_size=256, **attack_kwargs):
+    """``{"Clean": acc, eps: acc, ...}`` under ``attack`` (fgsm/fgm_l2 use one gradient)."""
+    result = {"Clean": float(np.mean(predict_labels(model_fn, x, batch_size) == y))}
+    if attack in ("fgsm", "fgm_l2") and not attack_kwargs:
+        norm = np.inf if attack == "fgsm" else 2
+        accs = fgsm_sweep(model_fn, x, y, eps_list, norm=norm, clip_min=clip_min,
+                          clip_max=clip_max, batch_size=batch_size)
+        result.update(zip(eps_list, accs))
+        return result
+    for eps in eps_list:
+        x_adv = run_attack(attack, model_fn, x, y, batch_size=batch_size, eps=eps,
+                           clip_min=clip_min, clip_max=clip_max, **attack_kwargs)
+        result[eps] = float(np.mean(predict_labels(model_fn, x_adv, batch_size) == y))
+    return result
+
+
+def accuracy_vs_snr(model_fn, x, y, snr_levels=DEFAULT_SNR_LEVELS, *, clip_min=0.0,
+                    clip_max=1.0, batch_size=256):
+    """Seed-002 table row: accuracy clean and under SNR-bounded FGSM at each level (dB).
+
+    Returns:
+      ``(accuracy, achieved)``: ``{"Clean": acc, 50.0: acc, ...}`` and the mean achieved
+      SNR (dB, after clipping) per level.
+    """
+    direction = gradient_directions(model_fn, x, y, clip_min=clip_min, clip_max=clip_max,
+                                    batch_size=batch_size)
+    accuracy = {"Clean": float(np.mean(predict_labels(model_fn, x, batch_size) == y))}
+    achieved = {}
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    for snr in snr_levels:
+        eps = snr_eps(x, direction, snr).reshape(shape)
+        x_adv = np.clip(x + eps * direction, clip_min, clip_max).astype(np.float32)
+        accuracy[snr] = float(np.mean(predict_labels(model_fn, x_adv, batch_size) == y))
+        achieved[snr] = _finite_stats(snr_db(x, x_adv))[0]
+    return accuracy, achieved
+
+
+def transfer_matrix(models, x, y, attack="fgsm", *, batch_size=256, **attack_kwargs):
+    """Accuracy of every model on adversarial examples crafted on every model.
+
+    Args:
+      models: ``{name: model_fn}``.
+      x: clean inputs; y: true labels.
+      attack: registry name or function; ``attack_kwargs`` are passed to it.
+
+    Returns:
+      ``(names, matrix)``: ``matrix[i, j]`` is the accuracy of model ``j`` on examples
+      crafted against model ``i`` (the diagonal is white-box accuracy).
+
+    References:
+      Papernot, McDaniel, Goodfellow. Transferability in Machine Learning. arXiv:1605.07277.
+    """
+    names = list(models)
+    matrix = np.zeros((len(names), len(names)))
+    for i, src in enumerate(names):
+        x_adv = run_attack(attack, models[src], x, y, batch_size=batch_size, **attack_kwargs)
+        for j, dst in enumerate(names):
+            matrix[i, j] = np.mean(predict_labels(models[dst], x_adv, batch_size) == y)
+    return names, matrix
+
+
+def aggregate_runs(results):
+    """Mean and (population) std across runs of dicts with the same numeric keys."""
+    keys = results[0].keys()
+    return {k: {"mean": float(np.mean([r[k] for r in results])),
+                "std": float(np.std([r[k] for r in results]))} for k in keys}
+
+
+def worst_case_accuracy(model_fn, x, y, attacks, *, batch_size=256):
+    """Per-example worst case over several attacks.
+
+    Args:
+      attacks: ``{label: (attack name or function, kwargs)}``.
+
+    Returns:
+      ``{label: accuracy, ..., "worst_case": accuracy}``, where an example counts as
+      robust only if it is classified correctly clean and under every attack.
+    """
+    robust = predict_labels(model_fn, x, batch_size) == y
+    result = {}
+    for label, (attack, kwargs) in attacks.items():
+        x_adv = run_attack(attack, model_fn, x, y, batch_size=batch_size, **kwargs)
+        correct = predict_labels(model_fn, x_adv, batch_size) == y
+        result[label] = float(np.mean(correct))
+        robust &= correct
+    result["worst_case"] = float(np.mean(robust))
+    return result
+
+
+def sanity_flags(eps_list, accuracies, *, single_step=None, iterative=None, unbounded=None,
+                 tol=0.02, unbounded_max=0.1):
+    """Signs of gradient masking or a broken evaluation (Carlini et al. 2019, sec. 5).
+
+    Args:
+      eps_list, accuracies: an accuracy curve over increasing budgets.
+      single_step, iterative: accuracies under a one-step and an iterative attack at the
+        same budget (iterative should not be weaker).
+      unbounded: accuracy under an attack with a budget covering the whole input box
+        (should be near 0).
+      tol: slack for the two comparisons; unbounded_max: threshold for the last check.
+
+    Returns:
+      ``{"accuracy_increases_with_eps": bool, "iterative_weaker_than_single_step": bool,
+      "unbounded_attack_fails": bool, "ok": bool, "messages": [...]}``; a True flag is a
+      warning.
+
+    References:
+      Carlini, Athalye, Papernot, Brendel, Rauber, Tsipras, Goodfellow, Madry, Kurakin.
+      On Evaluating Adversarial Robustness. arXiv:1902.06705.
+    """
+    order = np.argsort(np.asarray(eps_list, np.float64))
+    accs = np.asarray(accuracies, np.float64)[order]
+    flags = {
+        "accuracy_increases_with_eps": bool(np.any(np.diff(accs) > tol)),
+        "iterative_weaker_than_single_step": bool(
+            single_step is not None and iterative is not None and iterative > single_step + tol
+        ),
+        "unbounded_attack_fails": bool(unbounded is not None and unbounded > unbounded_max),
+    }
+    text = {
+        "accuracy_increases_with_eps": "accuracy rises with a larger budget",
+        "iterative_weaker_than_single_step": "the iterative attack is weaker than one step",
+        "unbounded_attack_fails": "an attack with an unbounded budget leaves accuracy high",
+    }
+    messages = [text[k] + " (possible gradient masking)" for k, v in flags.items() if v]
+    return {**flags, "ok": not messages, "messages": messages}
+
+
+def sanity_checks(model_fn, x, y, eps_list, *, clip_min=0.0, clip_max=1.0, nb_iter=10,
+                  batch_size=256, tol=0.02, unbounded_max=0.1):
+    """Runs the attacks behind :func:`sanity_flags` and returns its result plus the numbers.
+
+    FGSM over ``eps_list`` (one gradient), PGD at ``max(eps_list)`` (random start, seed 0),
+    and BIM with ``eps = clip_max - clip_min`` (the whole box; no random start, so a model
+    with zero gradients keeps its accuracy and the flag fires).
+    """
+    if not len(eps_list):
+        raise invalid("eps_list", "at least one budget", eps_list)
+    accs = fgsm_sweep(model_fn, x, y, eps_list, clip_min=clip_min, clip_max=clip_max,
+                      batch_size=batch_size)
+    eps_max, span = float(max(eps_list)), float(clip_max) - float(clip_min)
+    box = {"clip_min": clip_min, "clip_max": clip_max, "nb_iter": nb_iter}
+
+    def acc(attack, **kwargs):
+        x_adv = run_attack(attack, model_fn, x, y, batch_size=batch_size, **box, **kwargs)
+        return float(np.mean(predict_labels(model_fn, x_adv, batch_size) == y))
+
+    iterative = acc("pgd", eps=eps_max, seed=0)
+    unbounded = acc("bim", eps=span, eps_iter=span / 10)
+    flags = sanity_flags(eps_list, accs, single_step=accs[int(np.argmax(eps_list))],
+                         iterative=iterative, unbounded=unbounded, tol=tol,
+                         unbounded_max=unbounded_max)
+    numbers = {"fgsm_accuracy": dict(zip(map(float, eps_list), accs)),
+               "pgd_accuracy_at_max_eps": iterative, "unbounded_bim_accuracy": unbounded}
+    return {**flags, **numbers}

@@ -1,0 +1,103 @@
+r"""Attacks a trained run's test images and writes the numbers and pictures.
+
+  python -m experiments.attack --model_dir=runs/mnist --attack=pgd --eps=0.1 \
+      --params=nb_iter=20 --num_examples=500 --output_dir=runs/mnist/attack_pgd
+
+Writes ``metrics.json`` (clean_accuracy, adversarial_accuracy, success_rate, mean_l2,
+mean_linf, mean_snr_db, num_examples, seconds, ...), ``adversarial.npz`` (x, x_adv, y,
+pred_clean, pred_adv, and targets for targeted attacks), ``config.json`` and
+``figures/examples.png``. ``--attack=iterative_noise`` also re-uses the noise found for the
+first image on the others (seed 001): ``noise_reuse.json``, ``figures/noise_reuse.png``.
+"""
+
+import os
+import time
+
+import numpy as np
+from absl import flags, logging
+
+from cnnvis_tf import attacks, evaluation, rundir
+from cnnvis_tf.attacks import plots
+from cnnvis_tf.errors import InputError
+from experiments import common
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("model_dir", None, "Run directory written by experiments.train.")
+flags.DEFINE_string("data_dir", None, "Dataset folder (default: the run's).")
+flags.DEFINE_enum("attack", "fgsm", sorted(attacks.ATTACKS), "Attack to run.")
+flags.DEFINE_float("eps", None, "Budget of eps attacks (L-inf or L2 by attack).", lower_bound=0)
+flags.DEFINE_float("snr", None, "Budget of snr_fgsm in dB (seed 002: 50, 45, 40, 33).")
+flags.DEFINE_string("params", "", "Extra attack arguments 'key=value,...', e.g. nb_iter=20.")
+flags.DEFINE_bool("targeted", False, "Targeted attack (lbfgs, patch and iterative_noise "
+                  "always are).")
+flags.DEFINE_integer("target_class", None, "Target of every example (default: (y + 1) mod "
+                     "num_classes).", lower_bound=0)
+flags.DEFINE_bool("use_true_labels", True, "Untargeted: move away from the true label "
+                  "(False: from the model's prediction, as cleverhans does by default).")
+flags.DEFINE_integer("num_examples", 100, "First N test images are attacked.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 128, "Examples per attack call.", lower_bound=1)
+
+
+def main(argv):
+    del argv
+    out_dir = common.make_output_dir(FLAGS.output_dir)
+    if not FLAGS.model_dir:
+        raise InputError("--model_dir is required: pass the output_dir of experiments.train.")
+    kwargs = attacks.attack_kwargs(FLAGS.attack, eps=FLAGS.eps, snr=FLAGS.snr,
+                                   params=FLAGS.params)
+    run = rundir.load_run(FLAGS.model_dir)
+    data = run.load_dataset(FLAGS.data_dir)
+    n = min(FLAGS.num_examples, len(data.x_test))
+    x, y = data.x_test[:n], data.y_test[:n].astype(np.int64)
+    targeted = FLAGS.targeted or FLAGS.attack in attacks.TARGETED_ONLY
+    targets = None
+    if targeted:
+        if FLAGS.target_class is not None and FLAGS.target_class >= data.num_classes:
+            raise InputError(f"--target_class={FLAGS.target_class} is out of range: the model "
+                             f"has {data.num_classes} classes (0..{data.num_classes - 1}).")
+        targets = (np.full(n, FLAGS.target_class, np.int64) if FLAGS.target_class is not None
+                   else (y + 1) % data.num_classes)
+        kwargs["targeted"] = True
+    labels = targets if targeted else (y if FLAGS.use_true_labels else None)
+    logging.info("%s on %d test images of %s, %s", FLAGS.attack, n, run.dataset_name, kwargs)
+    start = time.time()
+    x_adv = evaluation.run_attack(FLAGS.attack, run.model, x, labels, progress=True,
+                                  batch_size=FLAGS.batch_size, clip_min=run.clip_min,
+                                  clip_max=run.clip_max, **kwargs)
+    seconds = time.time() - start
+    pred_clean = evaluation.predict_labels(run.model, x)
+    pred_adv = evaluation.predict_labels(run.model, x_adv)
+    metrics = evaluation.attack_metrics(y, x, x_adv, pred_clean, pred_adv, targets=targets)
+    metrics["seconds"] = seconds
+    rundir.write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    rundir.write_json(os.path.join(out_dir, "config.json"), {
+        **common.script_flags(), "attack_kwargs": kwargs, "dataset": run.dataset_name,
+        "clip_min": run.clip_min, "clip_max": run.clip_max, "versions": rundir.versions(),
+        "git_commit": rundir.git_commit(),
+    })
+    arrays = {"x": x, "x_adv": x_adv, "y": y, "pred_clean": pred_clean, "pred_adv": pred_adv}
+    if targets is not None:
+        arrays["targets"] = targets
+    np.savez_compressed(os.path.join(out_dir, "adversarial.npz"), **arrays)
+    fig_dir = os.path.join(out_dir, "figures")
+    os.makedirs(fig_dir, exist_ok=True)
+    plots.plot_examples(os.path.join(fig_dir, "examples.png"), x, x_adv, y, pred_clean,
+                        pred_adv, run.class_names, clip_min=run.clip_min, clip_max=run.clip_max)
+    if FLAGS.attack == "iterative_noise" and n > 1:  # seed 001 fig. 16: re-use image 0's noise
+        reused = attacks.apply_noise(x[1:], x_adv[:1] - x[:1], clip_min=run.clip_min,
+                                     clip_max=run.clip_max)
+        pred_reused = evaluation.predict_labels(run.model, reused)
+        rundir.write_json(os.path.join(out_dir, "noise_reuse.json"), {
+            "target": int(targets[0]), "pred_clean": pred_clean[1:], "pred_noisy": pred_reused,
+            "fraction_predicted_as_target": float(np.mean(pred_reused == targets[0]))})
+        plots.plot_examples(os.path.join(fig_dir, "noise_reuse.png"), x[1:], reused, y[1:],
+                            pred_clean[1:], pred_reused, run.class_names,
+                            clip_min=run.clip_min, clip_max=run.clip_max)
+    logging.info("clean %.4f -> adversarial %.4f (success %.4f, mean L2 %.4f) in %.1fs",
+                 metrics["clean_accuracy"], metrics["adversarial_accuracy"],
+                 metrics["success_rate"], metrics["mean_l2"], seconds)
+
+
+if __name__ == "__main__":
+    common.run(main)

@@ -1,0 +1,152 @@
+r"""Robustness table: accuracy of several models clean and under growing attack budgets.
+
+  python -m experiments.robustness --model_dirs=runs/vanilla,runs/adv1+runs/adv2 \
+      --budget=snr --levels=50,45,40,33 --output_dir=runs/table
+
+Rows are models (runs joined with ``+`` are repeats of one variant: cells show
+mean ± std), columns are "Clean" then each level (seed 002 table format), cells are
+accuracies in percent. ``--budget=snr`` uses SNR-bounded FGSM; ``linf``/``l2`` use
+``--attack`` (FGSM/FGM sweeps compute the gradient once). Writes ``table.md``,
+``table.csv``, ``results.json`` (with gradient-masking sanity flags) and
+``figures/accuracy_vs_<budget>.png``.
+"""
+
+import csv
+import os
+
+import numpy as np
+from absl import flags, logging
+
+from cnnvis_tf import attacks, evaluation, rundir
+from cnnvis_tf.attacks import plots
+from cnnvis_tf.errors import InputError
+from experiments import common
+
+FLAGS = flags.FLAGS
+
+DEFAULT_LEVELS = {"snr": "50,45,40,33", "linf": "0.05,0.1,0.2,0.3", "l2": "0.5,1,2,3"}
+
+flags.DEFINE_string("model_dirs", None, "Comma-separated run directories; join repeats of "
+                    "one variant with '+'.")
+flags.DEFINE_string("names", None, "Comma-separated row names (default: directory names).")
+flags.DEFINE_string("data_dir", None, "Dataset folder (default: each run's).")
+flags.DEFINE_enum("budget", "snr", ["snr", "linf", "l2"], "Budget measure of the columns.")
+flags.DEFINE_string("levels", None, "Comma-separated budgets (default by --budget: snr "
+                    "50,45,40,33; linf 0.05,...,0.3; l2 0.5,...,3).")
+flags.DEFINE_string("attack", None, "Attack for linf/l2 budgets (default fgsm / fgm_l2).")
+flags.DEFINE_string("params", "", "Extra attack arguments 'key=value,...'.")
+flags.DEFINE_integer("num_examples", 1000, "First N test images.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 256, "Examples per attack call.", lower_bound=1)
+flags.DEFINE_bool("sanity", True, "Run gradient-masking sanity checks (PGD, unbounded BIM).")
+
+
+def _levels():
+    text = FLAGS.levels or DEFAULT_LEVELS[FLAGS.budget]
+    try:
+        levels = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--levels={text!r} is not a list of numbers; pass e.g. "
+                         f"--levels={DEFAULT_LEVELS[FLAGS.budget]}.") from None
+    if not levels or (FLAGS.budget != "snr" and min(levels) < 0):
+        raise InputError(f"--levels={text!r} needs at least one budget, none negative.")
+    return levels
+
+
+def _curve(run, x, y, levels, attack, kwargs):
+    box = {"clip_min": run.clip_min, "clip_max": run.clip_max, "batch_size": FLAGS.batch_size}
+    if FLAGS.budget == "snr":
+        acc, achieved = evaluation.accuracy_vs_snr(run.model, x, y, levels, **box)
+        budgets = [-s for s in levels]  # a lower SNR is a larger budget
+    else:
+        acc = evaluation.accuracy_vs_eps(run.model, x, y, levels, attack=attack, **box,
+                                         **kwargs)
+        achieved, budgets = None, levels
+    flags_ = evaluation.sanity_flags(budgets, [acc[v] for v in levels])
+    if FLAGS.sanity:
+        span = run.clip_max - run.clip_min
+        eps = levels if FLAGS.budget == "linf" else [f * span for f in (0.05, 0.1, 0.2, 0.3)]
+        checks = evaluation.sanity_checks(run.model, x, y, eps, **box)
+        for key in ("iterative_weaker_than_single_step", "unbounded_attack_fails"):
+            flags_[key] = checks[key]
+        flags_["messages"] = sorted(set(flags_["messages"] + checks["messages"]))
+        flags_["ok"] = not flags_["messages"]
+        flags_["checks"] = checks
+    return acc, achieved, flags_
+
+
+def _cell(values, clean):
+    text = f"{100 * np.mean(values):.2f}"
+    if len(values) > 1:
+        text += f" ± {100 * np.std(values):.2f}"
+    return text + ("%" if clean else "")
+
+
+def main(argv):
+    del argv
+    out_dir = common.make_output_dir(FLAGS.output_dir)
+    if not FLAGS.model_dirs:
+        raise InputError("--model_dirs is required: pass run directories of experiments.train.")
+    groups = [[d for d in g.split("+") if d] for g in FLAGS.model_dirs.split(",") if g]
+    names = FLAGS.names.split(",") if FLAGS.names else [
+        os.path.basename(os.path.normpath(g[0])) for g in groups]
+    if len(names) != len(groups):
+        raise InputError(f"--names has {len(names)} entries but --model_dirs has "
+                         f"{len(groups)} models; give one name per model.")
+    levels = _levels()
+    if FLAGS.budget == "snr" and FLAGS.attack not in (None, "snr_fgsm"):
+        raise InputError(f"--budget=snr always uses snr_fgsm; drop --attack={FLAGS.attack} or "
+                         f"use --budget=linf/l2.")
+    attack = FLAGS.attack or {"linf": "fgsm", "l2": "fgm_l2"}.get(FLAGS.budget, "snr_fgsm")
+    kwargs = {}
+    if FLAGS.budget != "snr":
+        kwargs = attacks.attack_kwargs(attack, params=FLAGS.params)
+        if attacks.budget_name(attack) != "eps" or attack in attacks.TARGETED_ONLY:
+            raise InputError(f"--attack={attack} has no eps budget to sweep; use one of: "
+                             + ", ".join(n for n in sorted(attacks.ATTACKS)
+                                         if attacks.budget_name(n) == "eps"
+                                         and n not in attacks.TARGETED_ONLY) + ".")
+    columns = ["Clean"] + levels
+    results, curves, errors = {}, {}, {}
+    for name, dirs in zip(names, groups, strict=True):
+        per_run = []
+        for d in dirs:
+            run = rundir.load_run(d)
+            data = run.load_dataset(FLAGS.data_dir)
+            n = min(FLAGS.num_examples, len(data.x_test))
+            x, y = data.x_test[:n], data.y_test[:n].astype(np.int64)
+            acc, achieved, sanity = _curve(run, x, y, levels, attack, kwargs)
+            logging.info("%s (%s): %s; sanity %s", name, d, acc, sanity["messages"] or "ok")
+            per_run.append({"dir": d, "accuracy": acc, "achieved_snr_db": achieved,
+                            "sanity": sanity, "num_examples": n})
+        cols = {c: [r["accuracy"][c] for r in per_run] for c in columns}
+        curves[name] = {c: float(np.mean(v)) for c, v in cols.items()}
+        errors[name] = {c: float(np.std(v)) for c, v in cols.items()}
+        results[name] = {"runs": per_run, "mean": curves[name], "std": errors[name],
+                         "cells": {str(c): _cell(v, c == "Clean") for c, v in cols.items()}}
+    header = ["Model"] + [str(c) if c == "Clean" else f"{c:g}" for c in columns]
+    rows = [[name] + [results[name]["cells"][str(c)] for c in columns] for name in names]
+    with open(os.path.join(out_dir, "table.csv"), "w", newline="") as f:
+        csv.writer(f).writerows([header] + rows)
+    unit = {"snr": "SNR (dB)", "linf": "L-inf eps", "l2": "L2 eps"}[FLAGS.budget]
+    lines = [f"Accuracy (%) under {attack}, budget {unit}.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    warnings = [f"- {n}: {m}" for n in names for r in results[n]["runs"]
+                for m in r["sanity"]["messages"]]
+    lines += ["", "Sanity checks: " + ("all passed." if not warnings else "WARNINGS")] + warnings
+    with open(os.path.join(out_dir, "table.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    rundir.write_json(os.path.join(out_dir, "results.json"), {
+        "budget": FLAGS.budget, "levels": levels, "attack": attack, "attack_kwargs": kwargs,
+        "models": results, "flags": common.script_flags(),
+    })
+    fig_dir = os.path.join(out_dir, "figures")
+    os.makedirs(fig_dir, exist_ok=True)
+    plots.plot_curves(os.path.join(fig_dir, f"accuracy_vs_{FLAGS.budget}.png"), curves,
+                      xlabel=unit, reverse_x=FLAGS.budget == "snr", errors=errors,
+                      title=f"{attack} ({results[names[0]]['runs'][0]['num_examples']} images)")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    common.run(main)
