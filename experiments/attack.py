@@ -27,7 +27,7 @@ flags.DEFINE_string("model_dir", None, "Run directory written by experiments.tra
 flags.DEFINE_string("data_dir", None, "Dataset folder (default: the run's).")
 flags.DEFINE_enum("attack", "fgsm", sorted(attacks.ATTACKS), "Attack to run.")
 flags.DEFINE_float("eps", None, "Budget of eps attacks (L-inf or L2 by attack).", lower_bound=0)
-flags.DEFINE_float("snr", None, "Budget of snr_fgsm in dB (seed 002: 50, 45, 40, 33).")
+flags.DEFINE_float("snr_db", None, "Budget of snr_fgsm in dB (seed 002: 50, 45, 40, 33).")
 flags.DEFINE_string("params", "", "Extra attack arguments 'key=value,...', e.g. nb_iter=20.")
 flags.DEFINE_bool("targeted", False, "Targeted attack (lbfgs, patch and iterative_noise "
                   "always are).")
@@ -44,7 +44,7 @@ def main(argv):
     out_dir = common.make_output_dir(FLAGS.output_dir)
     if not FLAGS.model_dir:
         raise InputError("--model_dir is required: pass the output_dir of experiments.train.")
-    kwargs = attacks.attack_kwargs(FLAGS.attack, eps=FLAGS.eps, snr=FLAGS.snr,
+    kwargs = attacks.attack_kwargs(FLAGS.attack, eps=FLAGS.eps, snr=FLAGS.snr_db,
                                    params=FLAGS.params)
     run = rundir.load_run(FLAGS.model_dir)
     data = run.load_dataset(FLAGS.data_dir)

@@ -33,6 +33,10 @@ flags.DEFINE_string("data_dir", None, "Dataset folder (default: each run's).")
 flags.DEFINE_enum("budget", "snr", ["snr", "linf", "l2"], "Budget measure of the columns.")
 flags.DEFINE_string("levels", None, "Comma-separated budgets (default by --budget: snr "
                     "50,45,40,33; linf 0.05,...,0.3; l2 0.5,...,3).")
+flags.DEFINE_string("snr_db", None, "Shorthand for --budget=snr --levels=<these dB values>, "
+                    "e.g. 50,45,40,33.")
+flags.DEFINE_string("eps", None, "Shorthand for --budget=linf (l2 for L2 attacks) "
+                    "--levels=<these eps values>.")
 flags.DEFINE_string("attack", None, "Attack for linf/l2 budgets (default fgsm / fgm_l2).")
 flags.DEFINE_string("params", "", "Extra attack arguments 'key=value,...'.")
 flags.DEFINE_integer("num_examples", 1000, "First N test images.", lower_bound=1)
@@ -40,21 +44,29 @@ flags.DEFINE_integer("batch_size", 256, "Examples per attack call.", lower_bound
 flags.DEFINE_bool("sanity", True, "Run gradient-masking sanity checks (PGD, unbounded BIM).")
 
 
+def _budget():
+    if FLAGS.snr_db:
+        return "snr"
+    if FLAGS.eps:
+        return "l2" if (FLAGS.attack or "").endswith("l2") else "linf"
+    return FLAGS.budget
+
+
 def _levels():
-    text = FLAGS.levels or DEFAULT_LEVELS[FLAGS.budget]
+    text = FLAGS.snr_db or FLAGS.eps or FLAGS.levels or DEFAULT_LEVELS[_budget()]
     try:
         levels = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise InputError(f"--levels={text!r} is not a list of numbers; pass e.g. "
-                         f"--levels={DEFAULT_LEVELS[FLAGS.budget]}.") from None
-    if not levels or (FLAGS.budget != "snr" and min(levels) < 0):
+                         f"--levels={DEFAULT_LEVELS[_budget()]}.") from None
+    if not levels or (_budget() != "snr" and min(levels) < 0):
         raise InputError(f"--levels={text!r} needs at least one budget, none negative.")
     return levels
 
 
 def _curve(run, x, y, levels, attack, kwargs):
     box = {"clip_min": run.clip_min, "clip_max": run.clip_max, "batch_size": FLAGS.batch_size}
-    if FLAGS.budget == "snr":
+    if _budget() == "snr":
         acc, achieved = evaluation.accuracy_vs_snr(run.model, x, y, levels, **box)
         budgets = [-s for s in levels]  # a lower SNR is a larger budget
     else:
@@ -64,7 +76,7 @@ def _curve(run, x, y, levels, attack, kwargs):
     flags_ = evaluation.sanity_flags(budgets, [acc[v] for v in levels])
     if FLAGS.sanity:
         span = run.clip_max - run.clip_min
-        eps = levels if FLAGS.budget == "linf" else [f * span for f in (0.05, 0.1, 0.2, 0.3)]
+        eps = levels if _budget() == "linf" else [f * span for f in (0.05, 0.1, 0.2, 0.3)]
         checks = evaluation.sanity_checks(run.model, x, y, eps, **box)
         for key in ("iterative_weaker_than_single_step", "unbounded_attack_fails"):
             flags_[key] = checks[key]
@@ -93,12 +105,12 @@ def main(argv):
         raise InputError(f"--names has {len(names)} entries but --model_dirs has "
                          f"{len(groups)} models; give one name per model.")
     levels = _levels()
-    if FLAGS.budget == "snr" and FLAGS.attack not in (None, "snr_fgsm"):
-        raise InputError(f"--budget=snr always uses snr_fgsm; drop --attack={FLAGS.attack} or "
-                         f"use --budget=linf/l2.")
-    attack = FLAGS.attack or {"linf": "fgsm", "l2": "fgm_l2"}.get(FLAGS.budget, "snr_fgsm")
+    if _budget() == "snr" and FLAGS.attack not in (None, "fgsm", "snr_fgsm"):
+        raise InputError(f"SNR budgets use FGSM (snr_fgsm, seed 002); drop "
+                         f"--attack={FLAGS.attack} or use --eps=... for other attacks.")
+    attack = FLAGS.attack or {"linf": "fgsm", "l2": "fgm_l2"}.get(_budget(), "snr_fgsm")
     kwargs = {}
-    if FLAGS.budget != "snr":
+    if _budget() != "snr":
         kwargs = attacks.attack_kwargs(attack, params=FLAGS.params)
         if attacks.budget_name(attack) != "eps" or attack in attacks.TARGETED_ONLY:
             raise InputError(f"--attack={attack} has no eps budget to sweep; use one of: "
@@ -127,7 +139,7 @@ def main(argv):
     rows = [[name] + [results[name]["cells"][str(c)] for c in columns] for name in names]
     with open(os.path.join(out_dir, "table.csv"), "w", newline="") as f:
         csv.writer(f).writerows([header] + rows)
-    unit = {"snr": "SNR (dB)", "linf": "L-inf eps", "l2": "L2 eps"}[FLAGS.budget]
+    unit = {"snr": "SNR (dB)", "linf": "L-inf eps", "l2": "L2 eps"}[_budget()]
     lines = [f"Accuracy (%) under {attack}, budget {unit}.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -137,13 +149,13 @@ def main(argv):
     with open(os.path.join(out_dir, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     rundir.write_json(os.path.join(out_dir, "results.json"), {
-        "budget": FLAGS.budget, "levels": levels, "attack": attack, "attack_kwargs": kwargs,
+        "budget": _budget(), "levels": levels, "attack": attack, "attack_kwargs": kwargs,
         "models": results, "flags": common.script_flags(),
     })
     fig_dir = os.path.join(out_dir, "figures")
     os.makedirs(fig_dir, exist_ok=True)
-    plots.plot_curves(os.path.join(fig_dir, f"accuracy_vs_{FLAGS.budget}.png"), curves,
-                      xlabel=unit, reverse_x=FLAGS.budget == "snr", errors=errors,
+    plots.plot_curves(os.path.join(fig_dir, f"accuracy_vs_{_budget()}.png"), curves,
+                      xlabel=unit, reverse_x=_budget() == "snr", errors=errors,
                       title=f"{attack} ({results[names[0]]['runs'][0]['num_examples']} images)")
     print("\n".join(lines))
 

@@ -7,6 +7,7 @@ from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method as 
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
 from cnnvis_tf import attacks, testing
+from cnnvis_tf.errors import InputError
 
 TOL = 1e-6
 
@@ -133,8 +134,13 @@ def test_snr_fgsm_hits_requested_snr_when_no_clipping():
 
 def test_snr_fgsm_clipping_only_raises_snr(trained):
     model, x, _ = trained
-    achieved = attacks.snr_db(x, attacks.snr_fgsm(model, x, 33.0))
-    assert np.all(achieved >= 33.0 - 0.01)
+    unmatched = attacks.snr_db(x, attacks.snr_fgsm(model, x, 33.0, match_clipped=False))
+    assert np.all(unmatched >= 33.0 - 0.01) and unmatched.max() > 33.05  # clipping binds here
+    x_adv = attacks.snr_fgsm(model, x, 33.0)  # default: step raised until the clipped
+    np.testing.assert_allclose(attacks.snr_db(x, x_adv), 33.0, atol=0.01)  # SNR matches
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    with pytest.raises(InputError, match="snr"):
+        attacks.snr_fgsm(model, x, 0.0)
 
 
 def test_probability_model_wrapped_on_request():

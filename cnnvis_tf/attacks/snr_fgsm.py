@@ -4,8 +4,10 @@ SNR(x, delta) = 20 log10(||x||_2 / ||delta||_2). For a sign perturbation
 ``delta = eps * sign(grad)`` with ``k`` non-zero entries, ``||delta||_2 = eps * sqrt(k)``,
 so ``eps = ||x||_2 / (10^(snr/20) * sqrt(k))`` hits the requested SNR exactly (``k`` is the
 number of pixels, ``d``, unless the gradient is exactly zero somewhere, as under max
-pooling). Clipping to the box can only shrink ``delta``, raising the achieved SNR; use
-:func:`snr_db` to report it.
+pooling). Clipping to the box can only shrink ``delta``, raising the achieved SNR: by
+default (``match_clipped=True``) ``eps`` is then raised per image by bisection until the
+*clipped* perturbation has the requested SNR, where the box allows it. Use :func:`snr_db`
+to report the achieved value.
 """
 
 import numpy as np
@@ -40,6 +42,32 @@ def snr_eps(x, direction, snr):
     return np.where(dnorm > 0, eps, 0.0)
 
 
+def _match_clipped(x, direction, eps, snr, clip_min, clip_max, iters=50):
+    """Raises each ``eps`` so that ``||clip(x + eps d) - x||_2`` reaches the SNR's norm.
+
+    The clipped norm is non-decreasing in ``eps``; it is searched between the unclipped
+    solution (a lower bound) and the box width (beyond which clipping fixes every pixel).
+    """
+    n = len(x)
+    flat_x = x.reshape(n, -1)
+    flat_d = direction.reshape(n, -1)
+    target = np.linalg.norm(flat_x, axis=1) / 10.0 ** (snr / 20.0)
+
+    def norm(e):
+        return np.linalg.norm(np.clip(flat_x + e[:, None] * flat_d, clip_min, clip_max) - flat_x,
+                              axis=1)
+
+    lo, hi = eps.copy(), np.full(n, float(clip_max - clip_min))
+    hi = np.maximum(hi, lo)
+    reachable = norm(hi) >= target
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        short = norm(mid) < target
+        lo = np.where(short, mid, lo)
+        hi = np.where(short, hi, mid)
+    return hi, reachable
+
+
 def gradient_sign(model_fn, x, y, targeted=False):
     """``sign`` of the cross-entropy gradient w.r.t. ``x`` (cleverhans' compute_gradient)."""
     grad = compute_gradient(
@@ -58,8 +86,9 @@ def snr_fgsm(
     clip_min=0.0,
     clip_max=1.0,
     from_probabilities=False,
+    match_clipped=True,
 ):
-    """FGSM whose per-image step gives the requested SNR before clipping.
+    """FGSM whose per-image step gives the requested SNR (after clipping, by default).
 
     Args:
       model_fn: callable mapping a batch to logits.
@@ -71,6 +100,8 @@ def snr_fgsm(
       clip_min: lower bound of the input space.
       clip_max: upper bound of the input space.
       from_probabilities: ``model_fn`` outputs softmax probabilities instead of logits.
+      match_clipped: raise the step per image so that the clipped perturbation has the
+        requested SNR where the box allows it (False: seed 002's unclipped formula).
 
     Returns:
       float32 numpy array, the adversarial batch.
@@ -86,13 +117,17 @@ def snr_fgsm(
         snr = float(snr)
     except (TypeError, ValueError):
         raise invalid("snr", "a finite number of dB", snr) from None
-    if not np.isfinite(snr):
-        raise invalid("snr", "a finite number of dB", snr)
+    if not np.isfinite(snr) or snr <= 0:
+        raise invalid("snr", "a finite number of dB > 0 (0 dB: noise as large as the image)",
+                      snr)
     model_fn, x, y, _ = prepare(
         model_fn, x, y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
         from_probabilities=from_probabilities,
     )
     direction = gradient_sign(model_fn, x, y, targeted)
-    eps = snr_eps(x.numpy(), direction, snr).reshape((-1,) + (1,) * (direction.ndim - 1))
-    x_adv = x.numpy().astype(np.float64) + eps * direction
+    x64 = x.numpy().astype(np.float64)
+    eps = snr_eps(x64, direction, snr)
+    if match_clipped:
+        eps, _ = _match_clipped(x64, direction, eps, snr, clip_min, clip_max)
+    x_adv = x64 + eps.reshape((-1,) + (1,) * (direction.ndim - 1)) * direction
     return finish(np.clip(x_adv, clip_min, clip_max), clip_min, clip_max)
