@@ -8,7 +8,14 @@ Importing the package registers every custom Keras object (``cnnvis_tf.layers`` 
 __version__ = "0.1.0"
 
 from cnnvis_tf import (  # noqa: E402,F401
-    attacks, datasets, defenses, evaluation, layers, models, rundir, training,
+    attacks,
+    datasets,
+    defenses,
+    evaluation,
+    layers,
+    models,
+    rundir,
+    training,
 )
 from cnnvis_tf.errors import DataFilesError, InputError  # noqa: E402,F401
 
