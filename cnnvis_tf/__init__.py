@@ -20,6 +20,14 @@ from cnnvis_tf import (  # noqa: E402,F401
 from cnnvis_tf.errors import DataFilesError, InputError  # noqa: E402,F401
 
 __all__ = [
-    "attacks", "datasets", "defenses", "evaluation", "layers", "models", "rundir", "training", "InputError",
+    "attacks",
+    "datasets",
+    "defenses",
+    "evaluation",
+    "layers",
+    "models",
+    "rundir",
+    "training",
+    "InputError",
     "DataFilesError",
 ]
