@@ -26,7 +26,7 @@ flags.DEFINE_string("names", None, "Comma-separated model names (default: direct
 flags.DEFINE_string("data_dir", None, "Dataset folder (default: the first run's).")
 flags.DEFINE_enum("attack", "fgsm", sorted(attacks.ATTACKS), "Attack run on each source.")
 flags.DEFINE_float("eps", None, "Budget of eps attacks.", lower_bound=0)
-flags.DEFINE_float("snr", None, "Budget of snr_fgsm in dB.")
+flags.DEFINE_float("snr_db", None, "Budget of snr_fgsm in dB.")
 flags.DEFINE_string("params", "", "Extra attack arguments 'key=value,...'.")
 flags.DEFINE_integer("num_examples", 500, "First N test images.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 256, "Examples per attack call.", lower_bound=1)
@@ -42,7 +42,7 @@ def main(argv):
         os.path.basename(os.path.normpath(d)) for d in dirs]
     if len(names) != len(dirs) or len(set(names)) != len(names):
         raise InputError("--names needs one distinct name per --model_dirs entry.")
-    kwargs = attacks.attack_kwargs(FLAGS.attack, eps=FLAGS.eps, snr=FLAGS.snr,
+    kwargs = attacks.attack_kwargs(FLAGS.attack, eps=FLAGS.eps, snr=FLAGS.snr_db,
                                    params=FLAGS.params)
     if FLAGS.attack in attacks.TARGETED_ONLY:
         raise InputError(f"--attack={FLAGS.attack} is targeted; transfer uses untargeted "
