@@ -1,6 +1,7 @@
 """Defenses: adversarial training (+ Parseval, smoothness), selective dropout, adversarial
 detection and input reconstruction (seed 000 §1.3.2, seed 002, seed 004 §5.3)."""
 
+from cnnvis_tf.defenses import protocols, selective_dropout_protocol  # noqa: E402,I001
 from cnnvis_tf.defenses.adversarial_training import (
     DefenseModel,
     fgsm_perturb,
@@ -36,4 +37,6 @@ __all__ = [
     "unit_volatility",
     "make_defended",
     "classifier_of",
+    "protocols",
+    "selective_dropout_protocol",
 ]

@@ -1,0 +1,210 @@
+"""Seed 002's defense comparison: the training variants and the SNR table they fill.
+
+A *variant* is one row of seed 002's tables: FGSM adversarial training (per-example eps
+from a Gaussian truncated at 2 sigma, sigma matched to an SNR of 33 dB, §3.1), Parseval
+retraction (beta), Laplacian smoothness (gamma, power m), or a combination. Each variant is
+trained for several seeds; every trained model gets a row of accuracies clean and under
+SNR-bounded FGSM; rows are aggregated as mean ± std in percent. The functions here turn
+names into training arguments, evaluate a model and format the table; training itself is
+the caller's (``experiments.defense_table`` uses ``experiments.train.train_run``).
+
+References:
+  Seed 002 (Moreira Freitas, "Internship at IMT Atlantique on deep networks and
+  adversarial noise", 2018), §3.1 and §5, Tables 1-2.
+  Cisse et al. "Parseval networks." ICML 2017.
+  Lassance, Gripon, Ortega. "Laplacian power networks." arXiv:1805.10133, 2018.
+"""
+
+import collections
+import csv
+import math
+
+import numpy as np
+
+from cnnvis_tf import evaluation
+from cnnvis_tf.errors import InputError
+
+__all__ = [
+    "Variant",
+    "VARIANTS",
+    "ADV_SNR_DB",
+    "parse_variants",
+    "train_kwargs",
+    "evaluate_snr",
+    "summarize",
+    "format_cell",
+    "markdown_table",
+    "write_csv",
+    "parse_floats",
+]
+
+ADV_SNR_DB = 33.0
+
+Variant = collections.namedtuple("Variant", ["key", "label", "adv", "beta", "gamma", "m"])
+Variant.__doc__ = """One row of seed 002's table: adversarial training on/off and (beta, gamma, m).
+
+``key`` names the run directories, ``label`` is the row name of the table."""
+
+# Seed 002 Table 1 (SVHN): the first row of each network type.
+VARIANTS = {
+    v.key: v
+    for v in (
+        Variant("vanilla", "Vanilla", False, 0.0, 0.0, 0),
+        Variant("adv", "Adv", True, 0.0, 0.0, 0),
+        Variant("smooth", "Smooth", False, 0.0, 0.01, 2),
+        Variant("adv_psv", "Adv + Psv", True, 0.01, 0.0, 0),
+        Variant("adv_smooth", "Adv + Smooth", True, 0.0, 0.001, 1),
+        Variant("adv_psv_smooth", "Adv + Psv + Smooth", True, 0.01, 0.001, 1),
+    )
+}
+
+_OVERRIDES = {"beta": float, "gamma": float, "m": int}
+
+
+def _bad_variant(text, why):
+    return InputError(
+        f"Invalid variant {text!r}: {why}. Use names from {', '.join(VARIANTS)}, optionally "
+        "with overrides such as 'smooth:gamma=0.003:m=2'."
+    )
+
+
+def parse_variants(text):
+    """Parses ``"vanilla,adv,smooth:gamma=0.003:m=2"`` into a list of :class:`Variant`.
+
+    An override changes beta, gamma or m of a base variant (seed 002 lists several
+    (gamma, m) per network type); the key then records it, e.g. ``smooth_g0.003_m2``.
+
+    Raises:
+      InputError: unknown name, bad override or a repeated variant.
+    """
+    out = []
+    for item in (t.strip() for t in str(text).split(",")):
+        if not item:
+            continue
+        name, *overrides = item.split(":")
+        if name not in VARIANTS:
+            raise _bad_variant(item, f"unknown variant {name!r}")
+        v = VARIANTS[name]
+        suffix = ""
+        for o in overrides:
+            key, _, value = o.partition("=")
+            if key not in _OVERRIDES:
+                raise _bad_variant(item, f"can only override {', '.join(_OVERRIDES)}")
+            try:
+                value = _OVERRIDES[key](value)
+            except ValueError:
+                raise _bad_variant(item, f"{key}={value!r} is not a number") from None
+            if value < 0:
+                raise _bad_variant(item, f"{key} must be >= 0")
+            v = v._replace(**{key: value})
+            suffix += f"_{key[0]}{value:g}"
+        if v.gamma > 0 and v.m < 1:
+            raise _bad_variant(item, "smoothness (gamma > 0) needs m >= 1")
+        out.append(v._replace(key=v.key + suffix))
+    if not out:
+        raise _bad_variant(text, "no variant given")
+    keys = [v.key for v in out]
+    if len(set(keys)) != len(keys):
+        raise _bad_variant(text, "a variant is repeated")
+    return out
+
+
+def train_kwargs(variant, adv_snr_db=ADV_SNR_DB):
+    """The defense arguments of ``experiments.train.train_run`` for ``variant``."""
+    return {
+        "adv_training": "fgsm" if variant.adv else "none",
+        "adv_snr_db": adv_snr_db if variant.adv else None,
+        "parseval_beta": float(variant.beta),
+        "smooth_gamma": float(variant.gamma),
+        "smooth_power": max(1, int(variant.m)),
+    }
+
+
+def evaluate_snr(model_fn, x, y, snr_levels=evaluation.DEFAULT_SNR_LEVELS, *, clip_min=0.0,
+                 clip_max=1.0, batch_size=256):
+    """One table row: ``{"Clean": acc, "50": acc, ...}`` (fractions) plus achieved SNRs.
+
+    FGSM with the true labels and a per-example eps giving the requested SNR before clipping
+    (seed 002 eq. 2); clipping to the input box makes the achieved SNR somewhat higher.
+    """
+    acc, achieved = evaluation.accuracy_vs_snr(
+        model_fn, x, np.asarray(y, np.int64), tuple(snr_levels), clip_min=clip_min,
+        clip_max=clip_max, batch_size=batch_size,
+    )
+    return {
+        "accuracy": {_col(k): v for k, v in acc.items()},
+        "achieved_snr_db": {_col(k): v for k, v in achieved.items()},
+    }
+
+
+def _col(level):
+    return level if level == "Clean" else f"{float(level):g}"
+
+
+def format_cell(values, clean=False):
+    """``"mean ± std"`` in percent (population std), with ``%`` on the Clean column."""
+    values = 100.0 * np.asarray(values, np.float64)
+    return f"{values.mean():.2f} ± {values.std():.2f}" + ("%" if clean else "")
+
+
+def summarize(variants, per_run, snr_levels):
+    """Aggregates per-run rows into the table.
+
+    Args:
+      variants: list of :class:`Variant` (the row order).
+      per_run: ``{variant key: [evaluate_snr(...)["accuracy"], ...]}`` (one per seed).
+      snr_levels: the SNR columns.
+
+    Returns:
+      ``(header, rows, stats)``: header ``["Network type", "beta", "gamma", "m", "Clean",
+      "50", ...]``, rows of strings, and ``{key: {"mean": {...}, "std": {...}, "cells":
+      {...}}}`` with fractions.
+    """
+    columns = ["Clean"] + [_col(s) for s in snr_levels]
+    header = ["Network type", "beta", "gamma", "m"] + columns
+    rows, stats = [], {}
+    for v in variants:
+        runs = per_run[v.key]
+        agg = evaluation.aggregate_runs([{c: r[c] for c in columns} for r in runs])
+        cells = {c: format_cell([r[c] for r in runs], c == "Clean") for c in columns}
+        stats[v.key] = {"label": v.label, "num_runs": len(runs),
+                        "mean": {c: agg[c]["mean"] for c in columns},
+                        "std": {c: agg[c]["std"] for c in columns}, "cells": cells}
+        rows.append([v.label, f"{v.beta:g}", f"{v.gamma:g}", f"{v.m:g}"]
+                    + [cells[c] for c in columns])
+    return header, rows, stats
+
+
+def markdown_table(header, rows, title=None):
+    """A GitHub-markdown table (optionally preceded by a title line) as a string."""
+    lines = [title, ""] if title else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path, header, rows):
+    """Writes ``header`` and ``rows`` as CSV."""
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header] + [list(r) for r in rows])
+    return path
+
+
+def parse_floats(name, text, *, low=-math.inf, high=math.inf, low_open=False):
+    """Parses a comma-separated list of numbers for flag ``name``, each in the given range.
+
+    Raises:
+      InputError: a non-number, an empty list or a value out of range (one line).
+    """
+    try:
+        values = [float(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"--{name}={text!r} is not a comma-separated list of numbers.") from None
+    lo = "(" if low_open else "["
+    for v in values:
+        if v > high or v < low or (low_open and v == low):
+            raise InputError(f"--{name}: {v:g} is outside {lo}{low:g}, {high:g}]; pass values "
+                             "in that range.")
+    if not values:
+        raise InputError(f"--{name} needs at least one value.")
+    return values

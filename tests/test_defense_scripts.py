@@ -1,0 +1,137 @@
+"""Seed 002's defense table and seed 004's selective-dropout protocol: library and scripts."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from cnnvis_tf.defenses import protocols
+from cnnvis_tf.defenses import selective_dropout_protocol as sdp
+from cnnvis_tf.errors import InputError
+from conftest import run_script
+
+SNR_HEADER = ["Clean", "50", "45", "40", "33"]
+
+
+def _error_line(proc):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    return lines[0]
+
+
+def test_parse_variants_defaults_and_overrides():
+    vs = protocols.parse_variants("vanilla,adv_psv_smooth,smooth:gamma=0.003:m=1")
+    assert [v.label for v in vs] == ["Vanilla", "Adv + Psv + Smooth", "Smooth"]
+    assert (vs[1].adv, vs[1].beta, vs[1].gamma, vs[1].m) == (True, 0.01, 0.001, 1)
+    assert vs[2].key == "smooth_g0.003_m1" and (vs[2].gamma, vs[2].m) == (0.003, 1)
+    kw = protocols.train_kwargs(vs[1])
+    assert kw["adv_training"] == "fgsm" and kw["adv_snr_db"] == 33.0
+    assert protocols.train_kwargs(vs[0])["adv_training"] == "none"
+    for bad in ("vanilla,nope", "smooth:zeta=1", "smooth:gamma=x", "adv,adv", "smooth:m=0"):
+        with pytest.raises(InputError):
+            protocols.parse_variants(bad)
+    assert protocols.format_cell([0.95, 0.97], clean=True) == "96.00 ± 1.00%"
+
+
+def test_groups_and_split_hold_out_one_pair_per_group():
+    y = np.array([0, 0, 0, 1, 1, 2])
+    y_adv = np.array([5, 5, 6, 7, 7, 8])
+    both = sdp.perturbation_groups(y, y_adv, "both")
+    assert len(np.unique(both)) == 4  # (0,5) (0,6) (1,7) (2,8)
+    assert len(np.unique(sdp.perturbation_groups(y, y_adv, "orig"))) == 3
+    train, val = sdp.split_pairs(both, seed=0)
+    assert len(val) == 4 and len(train) == 2 and not set(train) & set(val)
+    assert {2, 5} <= set(val)  # singleton groups are held out (never trained on)
+    with pytest.raises(InputError):
+        sdp.perturbation_groups(y, y_adv, "target")
+    with pytest.raises(InputError):
+        sdp.pairs_from_arrays(np.zeros((3, 2)), np.zeros((3, 2)), y[:3], [1, 1, 1], [2, 2, 2])
+
+
+def test_defense_table_script(tmp_path):
+    out = str(tmp_path / "table")
+    args = ["--dataset=mnist", "--embedded", "--train_size=400", "--epochs=1", "--seeds=1",
+            "--variants=vanilla,adv", "--num_eval=200", "--batch_size=32", f"--output_dir={out}"]
+    run_script("experiments.defense_table", *args)
+    with open(os.path.join(out, "table.csv")) as f:
+        header, *rows = list(csv.reader(f))
+    assert header == ["Network type", "beta", "gamma", "m"] + SNR_HEADER
+    assert [r[0] for r in rows] == ["Vanilla", "Adv"]
+    for r in rows:
+        for cell in r[4:]:
+            mean, std = (float(v) for v in cell.rstrip("%").split(" ± "))
+            assert 0 <= mean <= 100 and 0 <= std <= 100
+    table = open(os.path.join(out, "table.md")).read()
+    assert "| Network type | beta | gamma | m | Clean | 50 | 45 | 40 | 33 |" in table
+    results = json.load(open(os.path.join(out, "results.json")))
+    run = results["variants"]["adv"]["runs"][0]
+    assert set(run["accuracy"]) == set(SNR_HEADER) and run["num_examples"] == 200
+    assert os.path.exists(os.path.join(out, "runs", "vanilla_seed0", "model.keras"))
+    assert os.path.exists(os.path.join(out, "figures", "accuracy_vs_snr.png"))
+    # Rerunning skips the finished runs and their evaluations and gives the same table.
+    proc = run_script("experiments.defense_table", *args)
+    assert proc.stderr.count("is finished; skipping") == 2
+    assert open(os.path.join(out, "table.md")).read() == table
+
+
+@pytest.mark.parametrize("flag, words", [
+    ("--variants=vanilla,bogus", "bogus"),
+    ("--adv_training=fgsm", "--variants"),
+])
+def test_defense_table_bad_input(tmp_path, flag, words):
+    proc = run_script("experiments.defense_table", flag, f"--output_dir={tmp_path}",
+                      check=False)
+    assert words in _error_line(proc)
+
+
+def test_selective_dropout_script(mnist_run, tmp_path):
+    out = str(tmp_path / "sd")
+    run_script("experiments.selective_dropout", f"--model_dir={mnist_run['dir']}",
+               "--num_pairs=24", "--lbfgs_params=max_iterations=15,binary_search_steps=2",
+               "--p=0.5", "--learning_rates=0.001,0.003", "--epochs=2", "--num_test=100",
+               f"--output_dir={out}")
+    table = open(os.path.join(out, "table.md")).read()
+    for name in ("Both", "Orig", "Adv"):
+        assert f"| Grouping = {name} | C^conv2 | SD_0.5^conv2 | C^fc1 | SD_0.5^fc1 |" in table
+    with open(os.path.join(out, "table.csv")) as f:
+        header, *rows = list(csv.reader(f))
+    assert header[:3] == ["Metric", "Grouping", "Learning rate"]
+    assert len(rows) == 3 * 3 * 2  # metrics x groupings x learning rates
+    assert all(0 <= float(c) <= 1 for r in rows for c in r[3:])
+    res = json.load(open(os.path.join(out, "results.json")))
+    runs = res["groupings"]["both"]["runs"]["0.001"]
+    freq = np.array(runs["SD_0.5^fc1"]["selection_frequency"])
+    assert freq.shape == (500,) and 0 <= freq.min() and freq.max() <= 1
+    assert np.isclose(np.mean(runs["C"]["selection_frequency"]), 1.0)  # control: every unit
+    for name in ("selection_frequency_conv2.png", "selection_frequency_fc1.png",
+                 "validation_curves.png"):
+        assert os.path.exists(os.path.join(out, "figures", name))
+    # The saved pairs feed a second run through --adversarial.
+    out2 = str(tmp_path / "sd2")
+    run_script("experiments.selective_dropout", f"--model_dir={mnist_run['dir']}",
+               f"--adversarial={out}/adversarial.npz", "--groupings=orig", "--p=0.2",
+               "--layers=fc1", "--learning_rates=0.001", "--epochs=1", "--num_test=0",
+               f"--output_dir={out2}")
+    assert "| Grouping = Orig | C^fc1 | SD_0.2^fc1 |" in open(f"{out2}/table.md").read()
+
+
+def test_parse_floats_range():
+    assert protocols.parse_floats("p", "0.2, 1", low=0, high=1, low_open=True) == [0.2, 1.0]
+    for bad in ("0", "1.5", "x", ""):
+        with pytest.raises(InputError, match="--p"):
+            protocols.parse_floats("p", bad, low=0, high=1, low_open=True)
+
+
+@pytest.mark.parametrize("flag, words", [
+    ("--p=0,0.5", "(0, 1]"),
+    ("--layers=conv9", "conv9"),
+])
+def test_selective_dropout_bad_input(mnist_run, tmp_path, flag, words):
+    proc = run_script("experiments.selective_dropout", f"--model_dir={mnist_run['dir']}",
+                      "--num_pairs=4", "--epochs=1", flag, f"--output_dir={tmp_path}",
+                      check=False)
+    assert words in _error_line(proc)
