@@ -8,10 +8,10 @@ All functions take ``model_fn`` (callable returning logits), numpy inputs in
 import keras
 import numpy as np
 import tensorflow as tf
-from cleverhans.tf2.utils import compute_gradient
 
 from cnnvis_tf.attacks import get_attack, snr_db
 from cnnvis_tf.attacks._common import check_nonneg, check_norm, invalid, l2_direction, prepare
+from cnnvis_tf.attacks._common import forward as _forward
 from cnnvis_tf.attacks.snr_fgsm import snr_eps
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 DEFAULT_SNR_LEVELS = (50.0, 45.0, 40.0, 33.0)
-_CE = tf.nn.sparse_softmax_cross_entropy_with_logits
 
 
 def _batches(n, batch_size):
@@ -39,9 +38,10 @@ def _batches(n, batch_size):
 
 
 def predict_labels(model_fn, x, batch_size=256):
-    """Arg-max class of ``model_fn`` on ``x``, computed in batches (int64 numpy)."""
+    """Arg-max class of ``model_fn`` on ``x``, in batches (int64 numpy); compiled for a
+    built Keras model."""
     return np.concatenate(
-        [np.asarray(model_fn(tf.constant(x[s], tf.float32))).argmax(axis=1)
+        [np.asarray(_forward(model_fn, tf.constant(x[s], tf.float32))).argmax(axis=1)
          for s in _batches(len(x), batch_size)]
     ).astype(np.int64)
 
@@ -109,9 +109,8 @@ def gradient_directions(model_fn, x, y, *, norm=np.inf, clip_min=0.0, clip_max=1
     norm = check_norm(norm)
     out = []
     for s in _batches(len(x), batch_size):
-        fn, xb, yb, _ = prepare(model_fn, x[s], y=y[s], clip_min=clip_min, clip_max=clip_max)
-        grad = compute_gradient(fn, _CE, xb, yb, False)
-        out.append(np.sign(grad.numpy()) if norm == np.inf else l2_direction(grad).numpy())
+        out.append(prepare(model_fn, x[s], y=y[s], clip_min=clip_min, clip_max=clip_max,
+                           gradient=tf.sign if norm == np.inf else l2_direction)[-1].numpy())
     return np.concatenate(out)
 
 
@@ -129,11 +128,16 @@ def fgsm_sweep(model_fn, x, y, eps_list, *, norm=np.inf, clip_min=0.0, clip_max=
     eps_list = [check_nonneg("eps", e) for e in eps_list]
     direction = gradient_directions(model_fn, x, y, norm=norm, clip_min=clip_min,
                                     clip_max=clip_max, batch_size=batch_size)
-    accs = []
-    for eps in eps_list:
-        x_adv = np.clip(x + np.float32(eps) * direction, clip_min, clip_max).astype(np.float32)
-        accs.append(float(np.mean(predict_labels(model_fn, x_adv, batch_size) == y)))
-    return accs
+    if not eps_list:
+        return []
+    correct = np.zeros(len(eps_list), np.int64)
+    # Predict every eps at once, in full batches of batch_size (eps x examples).
+    for s in _batches(len(x), max(1, int(batch_size) // len(eps_list))):
+        x_adv = np.concatenate([np.clip(x[s] + np.float32(eps) * direction[s], clip_min,
+                                        clip_max).astype(np.float32) for eps in eps_list])
+        pred = predict_labels(model_fn, x_adv, batch_size).reshape(len(eps_list), -1)
+        correct += (pred == y[s]).sum(axis=1)
+    return [float(c / len(x)) for c in correct]
 
 
 def accuracy_vs_eps(model_fn, x, y, eps_list, *, attack="fgsm", clip_min=0.0, clip_max=1.0,

@@ -1,16 +1,13 @@
-"""Basic Iterative Method (iterated FGSM, no random start), wrapping cleverhans 4."""
+"""Basic Iterative Method (iterated FGSM, no random start), wrapping cleverhans 4.
+
+cleverhans' ``basic_iterative_method`` is its PGD without the random start; so is this one
+(:func:`~cnnvis_tf.attacks.projected_gradient_descent.projected_gradient_descent` with
+``rand_init=False``, whose L-inf results equal cleverhans' bit for bit).
+"""
 
 import numpy as np
-from cleverhans.tf2.attacks.basic_iterative_method import basic_iterative_method as _ch_bim
 
-from cnnvis_tf.attacks._common import (
-    check_nonneg,
-    check_norm,
-    check_positive_int,
-    finish,
-    invalid,
-    prepare,
-)
+from cnnvis_tf.attacks._common import check_nonneg, check_norm, check_positive_int, invalid
 from cnnvis_tf.attacks.projected_gradient_descent import projected_gradient_descent
 
 __all__ = ["basic_iterative_method", "bim"]
@@ -61,21 +58,11 @@ def basic_iterative_method(
     eps_iter = check_nonneg("eps_iter", eps / nb_iter if eps_iter is None else eps_iter)
     if eps_iter > eps:
         raise invalid("eps_iter", f"a step size <= eps={eps}", eps_iter)
-    if norm == 2:  # cleverhans' L2 step under-steps on small gradients; see pgd
-        return projected_gradient_descent(
-            model_fn, x, eps, eps_iter=eps_iter, nb_iter=nb_iter, norm=2, rand_init=False,
-            y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
-            from_probabilities=from_probabilities,
-        )
-    model_fn, x, y, _ = prepare(
-        model_fn, x, y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
+    return projected_gradient_descent(
+        model_fn, x, eps, eps_iter=eps_iter, nb_iter=nb_iter, norm=norm, rand_init=False,
+        y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
         from_probabilities=from_probabilities,
     )
-    x_adv = _ch_bim(
-        model_fn, x, eps, eps_iter, nb_iter, norm, clip_min=float(clip_min),
-        clip_max=float(clip_max), y=y, targeted=targeted, sanity_checks=False,
-    )
-    return finish(x_adv, clip_min, clip_max)
 
 
 bim = basic_iterative_method

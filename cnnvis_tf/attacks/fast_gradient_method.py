@@ -1,17 +1,16 @@
 """Fast Gradient (Sign) Method, L-inf and L2, over cleverhans 4.
 
-L-inf calls cleverhans' ``fast_gradient_method``; L2 uses its gradient with an exact
-normalization (:func:`~cnnvis_tf.attacks._common.l2_direction`).
+L-inf is cleverhans' ``fast_gradient_method`` step, ``clip(x + eps * sign(grad))``, on the
+gradient that :func:`~cnnvis_tf.attacks._common.prepare` computes in the same compiled pass
+as the input checks' logits: one forward+backward pass in all, and the result equals
+cleverhans' bit for bit. L2 steps along the gradient with an exact normalization
+(:func:`~cnnvis_tf.attacks._common.l2_direction`, applied in that same pass).
 """
 
 import numpy as np
 import tensorflow as tf
-from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method as _ch_fgm
-from cleverhans.tf2.utils import compute_gradient
 
 from cnnvis_tf.attacks._common import check_norm, finish, l2_direction, prepare
-
-_CE = tf.nn.sparse_softmax_cross_entropy_with_logits
 
 __all__ = ["fast_gradient_method", "fgsm", "fgm_l2"]
 
@@ -52,19 +51,16 @@ def fast_gradient_method(
       Goodfellow, Shlens, Szegedy. Explaining and Harnessing Adversarial Examples. ICLR 2015.
     """
     norm = check_norm(norm)
-    model_fn, x, y, _ = prepare(
+    # cleverhans under-steps in L2 when ||grad|| < 1e-6; see l2_direction
+    _, x, _, _, direction = prepare(
         model_fn, x, y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
-        from_probabilities=from_probabilities, eps=eps,
+        from_probabilities=from_probabilities, gradient=l2_direction if norm == 2 else tf.sign,
+        eps=eps,
     )
-    if norm == 2:  # cleverhans under-steps when ||grad|| < 1e-6; see l2_direction
-        grad = compute_gradient(model_fn, _CE, x, y, targeted)
-        x_adv = tf.clip_by_value(x + float(eps) * l2_direction(grad), clip_min, clip_max)
-    else:
-        x_adv = _ch_fgm(
-            model_fn, x, float(eps), norm, clip_min=float(clip_min),
-            clip_max=float(clip_max), y=y, targeted=targeted,
-        )
-    return finish(x_adv, clip_min, clip_max)
+    # The step, clip(x + eps * direction), in numpy: the same exactly rounded float32
+    # operations as cleverhans' optimize_linear and clip, without another TensorFlow call.
+    x_adv = x.numpy() + np.float32(eps) * direction.numpy()
+    return finish(np.clip(x_adv, np.float32(clip_min), np.float32(clip_max)), clip_min, clip_max)
 
 
 def fgsm(model_fn, x, eps=0.1, **kwargs):

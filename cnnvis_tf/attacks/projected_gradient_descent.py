@@ -1,25 +1,26 @@
 """Projected Gradient Descent (Madry et al.) as a thin wrapper over cleverhans 4.
 
-Unlike cleverhans, ``rand_init`` defaults to True (the attack as published). L-inf calls
-cleverhans' ``projected_gradient_descent``; L2 runs the same loop with cleverhans'
-``random_lp_vector``/``clip_eta``/``compute_gradient`` but an exact step normalization
-(cleverhans' L2 step under-steps when the gradient norm is below 1e-6).
+Unlike cleverhans, ``rand_init`` defaults to True (the attack as published). The loop is
+cleverhans' ``projected_gradient_descent``, op for op (its ``random_lp_vector`` start,
+``compute_gradient``, ``optimize_linear`` step, ``clip_eta`` projection), with the
+iterations inside one ``tf.function`` (cleverhans runs them eagerly); L-inf results equal
+cleverhans' bit for bit. L2 uses an exact step normalization (cleverhans' L2 step
+under-steps when the gradient norm is below 1e-6).
 """
 
 import numpy as np
 import tensorflow as tf
-from cleverhans.tf2.attacks.projected_gradient_descent import (
-    projected_gradient_descent as _ch_pgd,
-)
-from cleverhans.tf2.utils import clip_eta, compute_gradient, random_lp_vector
+from cleverhans.tf2.utils import compute_gradient, random_lp_vector
 
 from cnnvis_tf.attacks._common import (
     check_nonneg,
     check_norm,
     check_positive_int,
+    clip_eta,
     finish,
     invalid,
     l2_direction,
+    optimize_linear,
     prepare,
 )
 
@@ -88,25 +89,28 @@ def projected_gradient_descent(
     )
     if seed is not None:
         tf.random.set_seed(int(seed))
-    if norm == 2:
-        x_adv = _pgd_l2_loop(model_fn, x, y, eps, eps_iter, nb_iter, rand_init, targeted,
-                             float(clip_min), float(clip_max))
+    if rand_init:  # eager, so that tf.random.set_seed reproduces cleverhans' start
+        eta = random_lp_vector(tf.shape(x), norm, tf.cast(eps, x.dtype), dtype=x.dtype)
     else:
-        x_adv = _ch_pgd(
-            model_fn, x, eps, eps_iter, nb_iter, norm, clip_min=float(clip_min),
-            clip_max=float(clip_max), y=y, targeted=targeted, rand_init=bool(rand_init),
-        )
+        eta = tf.zeros_like(x)
+    x_adv = tf.clip_by_value(x + clip_eta(eta, norm, eps), float(clip_min), float(clip_max))
+    floats = [tf.constant(float(v), tf.float32) for v in (eps, eps_iter, clip_min, clip_max)]
+    x_adv = _steps(model_fn, x, x_adv, y, *floats, tf.constant(nb_iter), norm, bool(targeted))
     return finish(x_adv, clip_min, clip_max)
 
 
-def _pgd_l2_loop(model_fn, x, y, eps, eps_iter, nb_iter, rand_init, targeted, lo, hi):
+@tf.function
+def _steps(model_fn, x, x_adv, y, eps, eps_iter, lo, hi, nb_iter, norm, targeted):
+    """``nb_iter`` projected steps from ``x_adv``; numbers are tensors, so no retracing."""
     loss_fn = tf.nn.sparse_softmax_cross_entropy_with_logits
-    eta = random_lp_vector(tf.shape(x), 2, eps) if rand_init else tf.zeros_like(x)
-    x_adv = tf.clip_by_value(x + clip_eta(eta, 2, eps), lo, hi)
-    for _ in range(nb_iter):
+    for _ in tf.range(nb_iter):
         grad = compute_gradient(model_fn, loss_fn, x_adv, y, targeted)
-        x_adv = tf.clip_by_value(x_adv + eps_iter * l2_direction(grad), lo, hi)
-        x_adv = tf.clip_by_value(x + clip_eta(x_adv - x, 2, eps), lo, hi)
+        if norm == 2:  # exact normalization; see l2_direction
+            step = eps_iter * l2_direction(grad)
+        else:
+            step = optimize_linear(grad, eps_iter, norm)
+        x_adv = tf.clip_by_value(x_adv + step, lo, hi)
+        x_adv = tf.clip_by_value(x + clip_eta(x_adv - x, norm, eps), lo, hi)
     return x_adv
 
 

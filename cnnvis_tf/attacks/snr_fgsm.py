@@ -53,9 +53,15 @@ def _match_clipped(x, direction, eps, snr, clip_min, clip_max, iters=50):
     flat_d = direction.reshape(n, -1)
     target = np.linalg.norm(flat_x, axis=1) / 10.0 ** (snr / 20.0)
 
-    def norm(e):
-        return np.linalg.norm(np.clip(flat_x + e[:, None] * flat_d, clip_min, clip_max) - flat_x,
-                              axis=1)
+    buf = np.empty_like(flat_x)
+
+    def norm(e):  # np.linalg.norm(clip(x + e d) - x, axis=1), in one buffer
+        np.multiply(e[:, None], flat_d, out=buf)
+        np.add(buf, flat_x, out=buf)
+        np.minimum(np.maximum(buf, clip_min, out=buf), clip_max, out=buf)
+        np.subtract(buf, flat_x, out=buf)
+        np.multiply(buf, buf, out=buf)
+        return np.sqrt(np.add.reduce(buf, axis=1))
 
     lo, hi = eps.copy(), np.full(n, float(clip_max - clip_min))
     hi = np.maximum(hi, lo)
@@ -120,11 +126,11 @@ def snr_fgsm(
     if not np.isfinite(snr) or snr <= 0:
         raise invalid("snr", "a finite number of dB > 0 (0 dB: noise as large as the image)",
                       snr)
-    model_fn, x, y, _ = prepare(
+    _, x, _, _, grad = prepare(
         model_fn, x, y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
-        from_probabilities=from_probabilities,
+        from_probabilities=from_probabilities, gradient=True,
     )
-    direction = gradient_sign(model_fn, x, y, targeted)
+    direction = np.sign(grad.numpy())  # gradient_sign, from prepare's compiled pass
     x64 = x.numpy().astype(np.float64)
     eps = snr_eps(x64, direction, snr)
     if match_clipped:
