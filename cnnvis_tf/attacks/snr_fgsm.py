@@ -5,8 +5,8 @@ SNR(x, delta) = 20 log10(||x||_2 / ||delta||_2). For a sign perturbation
 so ``eps = ||x||_2 / (10^(snr/20) * sqrt(k))`` hits the requested SNR exactly (``k`` is the
 number of pixels, ``d``, unless the gradient is exactly zero somewhere, as under max
 pooling). Clipping to the box can only shrink ``delta``, raising the achieved SNR: by
-default (``match_clipped=True``) ``eps`` is then raised per image by bisection until the
-*clipped* perturbation has the requested SNR, where the box allows it. Use :func:`snr_db`
+default (``match_clipped=True``) ``eps`` is instead solved per image in closed form so
+that the *clipped* perturbation has the requested SNR, where the box allows it. Use :func:`snr_db`
 to report the achieved value.
 """
 
@@ -42,36 +42,35 @@ def snr_eps(x, direction, snr):
     return np.where(dnorm > 0, eps, 0.0)
 
 
-def _match_clipped(x, direction, eps, snr, clip_min, clip_max, iters=50):
-    """Raises each ``eps`` so that ``||clip(x + eps d) - x||_2`` reaches the SNR's norm.
+def _match_clipped(x, direction, eps, snr, clip_min, clip_max):
+    """Per-image ``eps`` with ``||clip(x + eps d) - x||_2`` equal to the SNR's noise norm.
 
-    The clipped norm is non-decreasing in ``eps``; it is searched between the unclipped
-    solution (a lower bound) and the box width (beyond which clipping fixes every pixel).
+    For a sign direction each pixel moves by ``min(eps, cap_i)``, ``cap_i`` being its room
+    to the box in its direction (0 where ``d_i = 0``), so the clipped squared norm is
+    ``sum_{cap_i < eps} cap_i^2 + eps^2 * #{cap_i >= eps}``: piecewise quadratic and
+    increasing in ``eps``. With the caps sorted, the segment holding the target is found
+    from prefix sums and ``eps`` solved exactly there. Where even ``eps = max cap`` cannot
+    reach the target, that ``eps`` is returned (the achieved SNR is then higher).
+
+    Returns:
+      (eps, reachable): float64 arrays of shape (N,).
     """
+    del eps  # the exact solution needs no starting point
     n = len(x)
     flat_x = x.reshape(n, -1)
     flat_d = direction.reshape(n, -1)
-    target = np.linalg.norm(flat_x, axis=1) / 10.0 ** (snr / 20.0)
-
-    buf = np.empty_like(flat_x)
-
-    def norm(e):  # np.linalg.norm(clip(x + e d) - x, axis=1), in one buffer
-        np.multiply(e[:, None], flat_d, out=buf)
-        np.add(buf, flat_x, out=buf)
-        np.minimum(np.maximum(buf, clip_min, out=buf), clip_max, out=buf)
-        np.subtract(buf, flat_x, out=buf)
-        np.multiply(buf, buf, out=buf)
-        return np.sqrt(np.add.reduce(buf, axis=1))
-
-    lo, hi = eps.copy(), np.full(n, float(clip_max - clip_min))
-    hi = np.maximum(hi, lo)
-    reachable = norm(hi) >= target
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        short = norm(mid) < target
-        lo = np.where(short, mid, lo)
-        hi = np.where(short, hi, mid)
-    return hi, reachable
+    target2 = (np.linalg.norm(flat_x, axis=1) / 10.0 ** (snr / 20.0)) ** 2
+    caps = np.where(flat_d > 0, clip_max - flat_x, np.where(flat_d < 0, flat_x - clip_min, 0.0))
+    caps = np.sort(np.maximum(caps, 0.0), axis=1)
+    d = caps.shape[1]
+    prefix = np.concatenate([np.zeros((n, 1)), np.cumsum(caps**2, axis=1)], axis=1)  # S_k
+    k = np.arange(d)
+    at_caps = prefix[:, :-1] + caps**2 * (d - k)  # squared norm at eps = caps[:, k]
+    reachable = prefix[:, -1] >= target2
+    first = np.argmax(at_caps >= target2[:, None], axis=1)  # pixels saturated before eps
+    rows = np.arange(n)
+    eps = np.sqrt(np.maximum(target2 - prefix[rows, first], 0.0) / (d - first))
+    return np.where(reachable, eps, caps[:, -1]), reachable
 
 
 def gradient_sign(model_fn, x, y, targeted=False):
