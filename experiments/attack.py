@@ -13,6 +13,7 @@ first image on the others (seed 001): ``noise_reuse.json``, ``figures/noise_reus
 import os
 import time
 
+import keras
 import numpy as np
 from absl import flags, logging
 
@@ -82,8 +83,13 @@ def main(argv):
     np.savez_compressed(os.path.join(out_dir, "adversarial.npz"), **arrays)
     fig_dir = os.path.join(out_dir, "figures")
     os.makedirs(fig_dir, exist_ok=True)
+    shown = min(8, n)
+    conf_clean, conf_adv = (
+        np.asarray(keras.ops.softmax(run.model(a[:shown]))).max(axis=1) for a in (x, x_adv)
+    )
     plots.plot_examples(os.path.join(fig_dir, "examples.png"), x, x_adv, y, pred_clean,
-                        pred_adv, run.class_names, clip_min=run.clip_min, clip_max=run.clip_max)
+                        pred_adv, run.class_names, clip_min=run.clip_min, clip_max=run.clip_max,
+                        conf_clean=conf_clean, conf_adv=conf_adv)
     if FLAGS.attack == "iterative_noise" and n > 1:  # seed 001 fig. 16: re-use image 0's noise
         reused = attacks.apply_noise(x[1:], x_adv[:1] - x[:1], clip_min=run.clip_min,
                                      clip_max=run.clip_max)

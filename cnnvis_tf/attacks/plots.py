@@ -25,17 +25,23 @@ def _img(a, lo, hi):
 
 
 def plot_examples(path, x, x_adv, y, pred_clean, pred_adv, class_names, *, n=8,
-                  clip_min=0.0, clip_max=1.0):
-    """Rows: clean image, adversarial image, perturbation (amplified to full range)."""
+                  clip_min=0.0, clip_max=1.0, conf_clean=None, conf_adv=None):
+    """Rows: clean image, adversarial image, perturbation (amplified to full range, as in
+    seed 004 Fig. 2). ``conf_*``: softmax probability of each predicted label, if given."""
     n = max(1, min(n, len(x)))
+
+    def conf(c, i):
+        return "" if c is None else f" ({float(c[i]):.2f})"
+
     fig, axes = plt.subplots(3, n, figsize=(1.4 * n + 0.8, 4.6), squeeze=False)
     for i in range(n):
         delta = np.asarray(x_adv[i], np.float32) - x[i]
         scale = float(np.abs(delta).max()) or 1.0
         panels = [
             (_img(x[i], clip_min, clip_max),
-             f"y={class_names[y[i]]} p={class_names[pred_clean[i]]}"),
-            (_img(x_adv[i], clip_min, clip_max), f"adv p={class_names[pred_adv[i]]}"),
+             f"y={class_names[y[i]]} p={class_names[pred_clean[i]]}{conf(conf_clean, i)}"),
+            (_img(x_adv[i], clip_min, clip_max),
+             f"adv p={class_names[pred_adv[i]]}{conf(conf_adv, i)}"),
             (_img(0.5 + 0.5 * delta / scale, 0.0, 1.0), f"|d|max={scale:.3g}"),
         ]
         for row, (img, title) in enumerate(panels):
