@@ -7,7 +7,7 @@ cleverhans' ``basic_iterative_method`` is its PGD without the random start; so i
 
 import numpy as np
 
-from cnnvis_tf.attacks._common import check_nonneg, check_norm, check_positive_int, invalid
+from cnnvis_tf.attacks._common import check_nonneg, check_positive_int
 from cnnvis_tf.attacks.projected_gradient_descent import projected_gradient_descent
 
 __all__ = ["basic_iterative_method", "bim"]
@@ -52,12 +52,8 @@ def basic_iterative_method(
       Kurakin, Goodfellow, Bengio. Adversarial examples in the physical world. ICLR 2017
       workshop (arXiv:1607.02533).
     """
-    norm = check_norm(norm)
-    nb_iter = check_positive_int("nb_iter", nb_iter)
-    eps = check_nonneg("eps", eps)
-    eps_iter = check_nonneg("eps_iter", eps / nb_iter if eps_iter is None else eps_iter)
-    if eps_iter > eps:
-        raise invalid("eps_iter", f"a step size <= eps={eps}", eps_iter)
+    if eps_iter is None:  # Kurakin's default step; PGD validates every argument
+        eps_iter = check_nonneg("eps", eps) / check_positive_int("nb_iter", nb_iter)
     return projected_gradient_descent(
         model_fn, x, eps, eps_iter=eps_iter, nb_iter=nb_iter, norm=norm, rand_init=False,
         y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
