@@ -9,11 +9,13 @@ __version__ = "0.1.0"
 
 from cnnvis_tf import (  # noqa: E402,F401
     attacks,
+    checks,
     datasets,
     defenses,
     evaluation,
     layers,
     models,
+    recipes,
     rundir,
     training,
 )
@@ -21,11 +23,13 @@ from cnnvis_tf.errors import DataFilesError, InputError  # noqa: E402,F401
 
 __all__ = [
     "attacks",
+    "checks",
     "datasets",
     "defenses",
     "evaluation",
     "layers",
     "models",
+    "recipes",
     "rundir",
     "training",
     "InputError",

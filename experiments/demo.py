@@ -10,13 +10,14 @@ r"""The main study on the embedded data (``make demo``), end to end in a few min
 4. Every visualization method on the first run, with the L-BFGS pairs for the
    clean-vs-adversarial views (seed 001, 003, 004): ``<output_dir>/vis/``.
 
-Each step is an ``experiments`` script run as a user would run it; finished steps are
-skipped on a rerun, so an interrupted demo resumes.
+Each step is an ``experiments`` script run as a user would run it; a step whose output
+records the same arguments and the same model fingerprints is skipped on a rerun (so an
+interrupted demo resumes), any other is recomputed. ``study.json`` records the
+fingerprints of the models behind its numbers.
 
   python -m experiments.demo --output_dir=runs/demo
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -24,13 +25,15 @@ import time
 
 from absl import flags, logging
 
+from cnnvis_tf import recipes, rundir
 from cnnvis_tf.vis import curves
 from experiments import common
-from experiments import train as train_script
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("demo_epochs", 5, "Epochs of each demo training run.", lower_bound=1)
 flags.DEFINE_bool("study", True, "Run the attack, robustness and visualization steps too.")
+flags.DEFINE_bool("overwrite", False, "Retrain the demo runs if they were made with other "
+                  "settings.")
 
 ATTACKS = {
     "fgsm": ["--attack=fgsm", "--eps=0.2", "--num_examples=500"],
@@ -40,10 +43,11 @@ ATTACKS = {
 }
 
 
-def _script(module, args, done_file):
-    """Runs ``python -m module args`` unless ``done_file`` exists (resume)."""
-    if os.path.exists(done_file):
-        logging.info("%s: already done (%s)", module, done_file)
+def _script(module, args, dest, marker, fingerprints):
+    """Runs ``python -m module args --output_dir=dest`` unless ``dest`` is current."""
+    args = [*args, f"--output_dir={dest}"]
+    if rundir.artifact_is_current(dest, marker, args, fingerprints):
+        logging.info("%s: up to date (%s)", module, dest)
         return
     start = time.time()
     subprocess.run([sys.executable, "-m", module, *args], check=True)
@@ -56,38 +60,40 @@ def main(argv):
     runs = {"no batch norm": out, "batch norm": f"{os.path.normpath(out)}_bn"}
     results = {}
     for label, run_dir in runs.items():
-        _, metrics = train_script.train_run(
-            run_dir, dataset="mnist", embedded=True, model="conv2_fc500",
+        config = recipes.TrainConfig(
+            dataset="mnist", embedded=True, model="conv2_fc500",
             batch_norm=label == "batch norm", epochs=FLAGS.demo_epochs, batch_size=16,
-            optimizer="adam", learning_rate=1e-3, seed=FLAGS.seed,
-        )
+            optimizer="adam", learning_rate=1e-3, seed=FLAGS.seed)
+        _, metrics = recipes.train_run(config, run_dir, overwrite=FLAGS.overwrite)
+        curves.plot_training_curves(run_dir)
         results[label] = metrics
+    fp = {label: results[label]["model_fingerprint"] for label in runs}
     curves.plot_runs_accuracy(
         list(runs.values()), list(runs), os.path.join(out, "figures", "accuracy_batch_norm.png")
     )
-    summary = {"train": {k: {m: v[m] for m in ("test/accuracy", "params", "train_seconds")}
+    summary = {"train": {k: {m: v[m] for m in ("test/accuracy", "params", "train_seconds",
+                                                "model_fingerprint")}
                          for k, v in results.items()}}
     if FLAGS.study:
         for name, args in ATTACKS.items():
             dest = os.path.join(out, "attacks", name)
-            _script("experiments.attack", [f"--model_dir={out}", *args, f"--output_dir={dest}"],
-                    os.path.join(dest, "metrics.json"))
-            with open(os.path.join(dest, "metrics.json")) as f:
-                summary.setdefault("attacks", {})[name] = json.load(f)
+            _script("experiments.attack", [f"--model_dir={out}", *args], dest, "metrics.json",
+                    [fp["no batch norm"]])
+            summary.setdefault("attacks", {})[name] = rundir.read_json(
+                os.path.join(dest, "metrics.json"))
         both = ",".join(runs.values())
         for budget, flag in (("snr", "--snr_db=50,45,40,33"), ("linf", "--eps=0.05,0.1,0.2,0.3")):
             dest = os.path.join(out, f"robustness_{budget}")
             _script("experiments.robustness",
                     [f"--model_dirs={both}", "--names=conv2_fc500,conv2_fc500_bn", flag,
-                     "--attack=fgsm", "--num_examples=1000", f"--output_dir={dest}"],
-                    os.path.join(dest, "table.md"))
+                     "--attack=fgsm", "--num_examples=1000"], dest, "results.json",
+                    list(fp.values()))
         dest = os.path.join(out, "vis")
         _script("experiments.visualize",
-                [f"--model_dir={out}", "--methods=all", f"--output_dir={dest}",
+                [f"--model_dir={out}", "--methods=all",
                  f"--adversarial={os.path.join(out, 'attacks', 'lbfgs', 'adversarial.npz')}"],
-                os.path.join(dest, "adversarial_diff.png"))
-    with open(os.path.join(out, "study.json"), "w") as f:
-        json.dump(summary, f, indent=2, sort_keys=True)
+                dest, rundir.CONFIG, [fp["no batch norm"]])
+    rundir.write_json(os.path.join(out, "study.json"), summary)
     for label, m in results.items():
         print(f"{label:>14}: test/accuracy={m['test/accuracy']:.4f} params={m['params']:,} "
               f"train_seconds={m['train_seconds']:.1f}")
@@ -103,4 +109,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, required=("output_dir",))

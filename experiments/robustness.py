@@ -7,19 +7,20 @@ Rows are models (runs joined with ``+`` are repeats of one variant: cells show
 mean ± std), columns are "Clean" then each level (seed 002 table format), cells are
 accuracies in percent. ``--budget=snr`` uses SNR-bounded FGSM; ``linf``/``l2`` use
 ``--attack`` (FGSM/FGM sweeps compute the gradient once). Writes ``table.md``,
-``table.csv``, ``results.json`` (with gradient-masking sanity flags) and
-``figures/accuracy_vs_<budget>.png``.
+``table.csv`` (numbers, unit in the header, sample std), ``config.json`` (effective
+parameters, model fingerprints), ``figures/accuracy_vs_<budget>.png`` and, last,
+``results.json`` (with gradient-masking sanity flags). SNR columns are achieved after
+clipping; the achieved values are printed under the table.
 """
 
-import csv
 import os
 
 import numpy as np
 from absl import flags, logging
 
-from cnnvis_tf import attacks, evaluation, rundir
-from cnnvis_tf.attacks import plots
+from cnnvis_tf import attacks, datasets, evaluation, rundir
 from cnnvis_tf.errors import InputError
+from cnnvis_tf.vis import plotting as plots
 from experiments import common
 
 FLAGS = flags.FLAGS
@@ -86,24 +87,21 @@ def _curve(run, x, y, levels, attack, kwargs):
     return acc, achieved, flags_
 
 
-def _cell(values, clean):
-    text = f"{100 * np.mean(values):.2f}"
-    if len(values) > 1:
-        text += f" ± {100 * np.std(values):.2f}"
-    return text + ("%" if clean else "")
+def _col(level):
+    return "Clean" if level == "Clean" else f"{level:g}"
 
 
 def main(argv):
     del argv
-    out_dir = common.make_output_dir(FLAGS.output_dir)
-    if not FLAGS.model_dirs:
-        raise InputError("--model_dirs is required: pass run directories of experiments.train.")
-    groups = [[d for d in g.split("+") if d] for g in FLAGS.model_dirs.split(",") if g]
+    groups = [[d for d in g.split("+") if d.strip()] for g in FLAGS.model_dirs.split(",")]
+    if not groups or any(not g for g in groups):
+        raise InputError(f"--model_dirs={FLAGS.model_dirs!r} has an empty entry; pass run "
+                         "directories separated by ',' (repeats of one variant by '+').")
     names = FLAGS.names.split(",") if FLAGS.names else [
         os.path.basename(os.path.normpath(g[0])) for g in groups]
-    if len(names) != len(groups):
+    if len(names) != len(groups) or len(set(names)) != len(names):
         raise InputError(f"--names has {len(names)} entries but --model_dirs has "
-                         f"{len(groups)} models; give one name per model.")
+                         f"{len(groups)} models; give one distinct name per model.")
     levels = _levels()
     if _budget() == "snr" and FLAGS.attack not in (None, "fgsm", "snr_fgsm"):
         raise InputError(f"SNR budgets use FGSM (snr_fgsm, seed 002); drop "
@@ -117,48 +115,59 @@ def main(argv):
                              + ", ".join(n for n in sorted(attacks.ATTACKS)
                                          if attacks.budget_name(n) == "eps"
                                          and n not in attacks.TARGETED_ONLY) + ".")
+        kwargs = {k: v for k, v in common.effective_attack_params(
+            attack, kwargs, seed=FLAGS.seed).items() if k not in ("eps", "norm", "targeted")}
+    out_dir = common.make_output_dir(FLAGS.output_dir)
+    common.begin(out_dir, "results.json")
     columns = ["Clean"] + levels
-    results, curves, errors = {}, {}, {}
+    results, curves, errors, fingerprints, cells = {}, {}, {}, {}, {}
     for name, dirs in zip(names, groups, strict=True):
         per_run = []
         for d in dirs:
             run = rundir.load_run(d)
-            data = run.load_dataset(FLAGS.data_dir)
+            fingerprints[d] = run.fingerprint
+            data = datasets.load_for_run(run.config, FLAGS.data_dir)
             n = min(FLAGS.num_examples, len(data.x_test))
             x, y = data.x_test[:n], data.y_test[:n].astype(np.int64)
             acc, achieved, sanity = _curve(run, x, y, levels, attack, kwargs)
             logging.info("%s (%s): %s; sanity %s", name, d, acc, sanity["messages"] or "ok")
-            per_run.append({"dir": d, "accuracy": acc, "achieved_snr_db": achieved,
-                            "sanity": sanity, "num_examples": n})
-        cols = {c: [r["accuracy"][c] for r in per_run] for c in columns}
-        curves[name] = {c: float(np.mean(v)) for c, v in cols.items()}
-        errors[name] = {c: float(np.std(v)) for c, v in cols.items()}
-        results[name] = {"runs": per_run, "mean": curves[name], "std": errors[name],
-                         "cells": {str(c): _cell(v, c == "Clean") for c, v in cols.items()}}
-    header = ["Model"] + [str(c) if c == "Clean" else f"{c:g}" for c in columns]
-    rows = [[name] + [results[name]["cells"][str(c)] for c in columns] for name in names]
-    with open(os.path.join(out_dir, "table.csv"), "w", newline="") as f:
-        csv.writer(f).writerows([header] + rows)
+            per_run.append({"dir": d, "model_fingerprint": run.fingerprint, "accuracy": acc,
+                            "achieved_snr_db": achieved, "sanity": sanity, "num_examples": n})
+        cols = {c: [100.0 * r["accuracy"][c] for r in per_run] for c in columns}
+        cells[name] = {_col(c): v for c, v in cols.items()}
+        curves[name] = {c: float(np.mean(v)) / 100 for c, v in cols.items()}
+        errors[name] = {c: (float(np.std(v, ddof=1)) / 100 if len(v) > 1 else 0.0)
+                        for c, v in cols.items()}
+        results[name] = {"runs": per_run, "mean": curves[name], "std": errors[name]}
     unit = {"snr": "SNR (dB)", "linf": "L-inf eps", "l2": "L2 eps"}[_budget()]
-    lines = [f"Accuracy (%) under {attack}, budget {unit}.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    notes = []
+    if _budget() == "snr":
+        notes.append("")
+        for name in names:
+            ach = [r["achieved_snr_db"] for r in results[name]["runs"]]
+            text = ", ".join(f"{lv:g} dB -> {np.mean([a[lv] for a in ach]):.2f}" for lv in levels)
+            notes.append(f"Achieved SNR (mean over images, after clipping), {name}: {text}.")
     warnings = [f"- {n}: {m}" for n in names for r in results[n]["runs"]
                 for m in r["sanity"]["messages"]]
-    lines += ["", "Sanity checks: " + ("all passed." if not warnings else "WARNINGS")] + warnings
-    with open(os.path.join(out_dir, "table.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    rundir.write_json(os.path.join(out_dir, "results.json"), {
-        "budget": _budget(), "levels": levels, "attack": attack, "attack_kwargs": kwargs,
-        "models": results, "flags": common.script_flags(),
-    })
+    notes += ["", "Sanity checks: " + ("all passed." if not warnings else "WARNINGS")] + warnings
+    stats = rundir.write_table(
+        out_dir, row_label="Model", columns=[_col(c) for c in columns], rows=cells,
+        title=f"Accuracy (%) under {attack}; columns: budget in {unit}.", unit="%",
+        notes=notes)
     fig_dir = os.path.join(out_dir, "figures")
     os.makedirs(fig_dir, exist_ok=True)
     plots.plot_curves(os.path.join(fig_dir, f"accuracy_vs_{_budget()}.png"), curves,
                       xlabel=unit, reverse_x=_budget() == "snr", errors=errors,
                       title=f"{attack} ({results[names[0]]['runs'][0]['num_examples']} images)")
-    print("\n".join(lines))
+    params = {"budget": _budget(), "levels": levels, "attack": attack, "attack_kwargs": kwargs,
+              "num_examples": FLAGS.num_examples, "sanity": FLAGS.sanity, "names": names,
+              "model_dirs": groups}
+    rundir.write_record(out_dir, common.record("experiments.robustness", params, fingerprints))
+    rundir.write_json(os.path.join(out_dir, "results.json"), {  # completion marker
+        **params, "models": results, "table": stats, "flags": common.script_flags()})
+    with open(os.path.join(out_dir, "table.md")) as f:
+        print(f.read(), end="")
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, required=("model_dirs", "output_dir"))

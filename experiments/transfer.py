@@ -8,15 +8,14 @@ percent; the diagonal is white-box accuracy. Writes ``matrix.md``, ``matrix.csv`
 ``results.json`` and ``figures/transfer_matrix.png``.
 """
 
-import csv
 import os
 
 import numpy as np
 from absl import flags, logging
 
-from cnnvis_tf import attacks, evaluation, rundir
-from cnnvis_tf.attacks import plots
+from cnnvis_tf import attacks, datasets, evaluation, rundir
 from cnnvis_tf.errors import InputError
+from cnnvis_tf.vis import plotting as plots
 from experiments import common
 
 FLAGS = flags.FLAGS
@@ -34,8 +33,7 @@ flags.DEFINE_integer("batch_size", 256, "Examples per attack call.", lower_bound
 
 def main(argv):
     del argv
-    out_dir = common.make_output_dir(FLAGS.output_dir)
-    dirs = [d for d in (FLAGS.model_dirs or "").split(",") if d]
+    dirs = [d.strip() for d in (FLAGS.model_dirs or "").split(",") if d.strip()]
     if len(dirs) < 2:
         raise InputError("--model_dirs needs at least two run directories, comma-separated.")
     names = FLAGS.names.split(",") if FLAGS.names else [
@@ -53,35 +51,41 @@ def main(argv):
     if len(facts) != 1:
         raise InputError(f"The runs differ in dataset, input shape or clip range ({facts}); "
                          "transfer needs models of the same task.")
-    data = runs[0].load_dataset(FLAGS.data_dir)
+    data = datasets.load_for_run(runs[0].config, FLAGS.data_dir)
+    out_dir = common.make_output_dir(FLAGS.output_dir)
+    common.begin(out_dir, "results.json")
     n = min(FLAGS.num_examples, len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n].astype(np.int64)
     models = dict(zip(names, (r.model for r in runs), strict=True))
+    params = common.effective_attack_params(FLAGS.attack, kwargs, seed=FLAGS.seed)
+    call = {k: v for k, v in params.items() if not (k == "norm" and FLAGS.attack in
+                                                      ("fgsm", "fgm_l2", "pgd", "pgd_l2"))}
     clean = {k: float(np.mean(evaluation.predict_labels(m, x) == y)) for k, m in models.items()}
     _, matrix = evaluation.transfer_matrix(
         models, x, y, FLAGS.attack, batch_size=FLAGS.batch_size, clip_min=runs[0].clip_min,
-        clip_max=runs[0].clip_max, **kwargs)
-    header = ["source \\ target"] + names
-    rows = [[src] + [f"{100 * v:.2f}" for v in matrix[i]] for i, src in enumerate(names)]
-    with open(os.path.join(out_dir, "matrix.csv"), "w", newline="") as f:
-        csv.writer(f).writerows([header] + rows)
-    lines = [f"Accuracy (%) of target models on {FLAGS.attack} {kwargs} examples crafted on "
-             f"source models ({n} images).", "", "| " + " | ".join(header) + " |",
-             "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", "Clean accuracy (%): "
-              + ", ".join(f"{k} {100 * v:.2f}" for k, v in clean.items())]
-    with open(os.path.join(out_dir, "matrix.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    rundir.write_json(os.path.join(out_dir, "results.json"), {
-        "names": names, "model_dirs": dirs, "matrix": matrix, "clean_accuracy": clean,
-        "attack": FLAGS.attack, "attack_kwargs": kwargs, "num_examples": n,
-        "flags": common.script_flags(),
-    })
+        clip_max=runs[0].clip_max, **call)
+    rows = {src: {dst: 100.0 * matrix[i, j] for j, dst in enumerate(names)}
+            for i, src in enumerate(names)}
+    rundir.write_table(
+        out_dir, row_label="source \\ target", columns=names, rows=rows, stem="matrix",
+        title=f"Accuracy (%) of target models on {FLAGS.attack} examples crafted on source "
+              f"models ({n} images; {params}).", unit="%",
+        notes=["", "Clean accuracy (%): "
+               + ", ".join(f"{k} {100 * v:.2f}" for k, v in clean.items())])
+    fingerprints = {d: r.fingerprint for d, r in zip(dirs, runs)}
+    rec_params = {"attack": FLAGS.attack, "attack_kwargs": params, "num_examples": n,
+                  "names": names, "model_dirs": dirs}
+    rundir.write_record(out_dir, common.record("experiments.transfer", rec_params,
+                                               fingerprints))
     fig_dir = os.path.join(out_dir, "figures")
     os.makedirs(fig_dir, exist_ok=True)
     plots.plot_matrix(os.path.join(fig_dir, "transfer_matrix.png"), names, matrix)
-    logging.info("\n%s", "\n".join(lines))
+    rundir.write_json(os.path.join(out_dir, "results.json"), {  # completion marker
+        **rec_params, "matrix": matrix, "clean_accuracy": clean, "model_fingerprints":
+        fingerprints, "flags": common.script_flags()})
+    with open(os.path.join(out_dir, "matrix.md")) as f:
+        logging.info("\n%s", f.read())
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, required=("model_dirs", "output_dir"))

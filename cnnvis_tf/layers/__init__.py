@@ -1,7 +1,8 @@
 """Custom Keras objects of cnnvis_tf, all registered serializable (package="cnnvis_tf").
 
-Importing this package registers every custom object, so ``keras.models.load_model``
-can read any ``model.keras`` written by cnnvis_tf (``rundir.load_run`` imports it first).
+Importing this package registers every custom layer; ``import cnnvis_tf`` registers these
+and the defenses' training wrapper, so ``keras.models.load_model`` reads any file written
+by cnnvis_tf.
 """
 
 from cnnvis_tf.layers.constraints import (
@@ -41,6 +42,3 @@ __all__ = [
     "label_smoothness",
     "laplacian_smoothness_penalty",
 ]
-
-# The defense training wrapper is a registered Keras object too (checkpoints may hold it).
-import cnnvis_tf.defenses.adversarial_training  # noqa: E402,F401  (registers DefenseModel)

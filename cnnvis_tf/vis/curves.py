@@ -1,6 +1,6 @@
 """Training curves of a run directory: loss and accuracy against iterations.
 
-Reproduces the views of Sahoo 2019 (EE6132 A2) Fig. 1/3 (training and test loss vs
+Reproduces the views of Sahoo 2019 (EE6132 A2) Fig. 1/3 (training and validation loss vs
 iterations) and Fig. 4 (accuracy vs iterations, several runs overlaid, e.g. with and
 without batch norm). Drawing is done by :mod:`cnnvis_tf.vis.plotting`.
 """
@@ -14,11 +14,10 @@ __all__ = ["plot_training_curves", "plot_runs_accuracy"]
 
 
 def _histories(run_dir):
-    from cnnvis_tf.training import read_history
-
-    epochs = read_history(run_dir)
-    steps_path = os.path.join(run_dir, "history_steps.csv")
-    steps = read_history(run_dir, "history_steps.csv") if os.path.exists(steps_path) else None
+    epochs = rundir.read_history(run_dir)
+    steps_path = os.path.join(run_dir, rundir.HISTORY_STEPS)
+    steps = rundir.read_history(run_dir, rundir.HISTORY_STEPS) if os.path.exists(steps_path) \
+        else None
     return epochs, steps
 
 
@@ -40,7 +39,7 @@ def plot_training_curves(run_dir, out_dir=None):
                           {"lw": 0.8, "alpha": 0.6}))
         lines.append((f"train {key} (epoch mean)", epochs["step"], epochs[key], "o-", {}))
         if f"val_{key}" in epochs:
-            lines.append((f"test {key}", epochs["step"], epochs[f"val_{key}"], "s-", {}))
+            lines.append((f"validation {key}", epochs["step"], epochs[f"val_{key}"], "s-", {}))
         fig = plotting.series(lines, "iteration", key, f"{name}: {key} vs iterations")
         paths.append(plotting.save(fig, os.path.join(out_dir, f"{key}.png")))
     return paths
@@ -52,5 +51,5 @@ def plot_runs_accuracy(run_dirs, labels, path, key="val_accuracy"):
     for run_dir, label in zip(run_dirs, labels):
         epochs, _ = _histories(run_dir)
         lines.append((label, epochs["step"], epochs[key], "o-", {}))
-    name = key.replace("val_", "test ")
+    name = key.replace("val_", "validation ")
     return plotting.save(plotting.series(lines, "iteration", name, f"{name} vs iterations"), path)

@@ -5,8 +5,8 @@ from a Gaussian truncated at 2 sigma, sigma matched to an SNR of 33 dB, §3.1), 
 retraction (beta), Laplacian smoothness (gamma, power m), or a combination. Each variant is
 trained for several seeds; every trained model gets a row of accuracies clean and under
 SNR-bounded FGSM; rows are aggregated as mean ± std in percent. The functions here turn
-names into training arguments, evaluate a model and format the table; training itself is
-the caller's (``experiments.defense_table`` uses ``experiments.train.train_run``).
+names into training configurations, evaluate a model and write the table; training is
+:func:`cnnvis_tf.recipes.train_run`.
 
 References:
   Seed 002 (Moreira Freitas, "Internship at IMT Atlantique on deep networks and
@@ -16,12 +16,11 @@ References:
 """
 
 import collections
-import csv
 import math
 
 import numpy as np
 
-from cnnvis_tf import evaluation
+from cnnvis_tf import evaluation, rundir
 from cnnvis_tf.errors import InputError
 
 __all__ = [
@@ -31,10 +30,7 @@ __all__ = [
     "parse_variants",
     "train_kwargs",
     "evaluate_snr",
-    "summarize",
-    "format_cell",
-    "markdown_table",
-    "write_csv",
+    "write_table",
     "parse_floats",
 ]
 
@@ -110,7 +106,7 @@ def parse_variants(text):
 
 
 def train_kwargs(variant, adv_snr_db=ADV_SNR_DB):
-    """The defense arguments of ``experiments.train.train_run`` for ``variant``."""
+    """The defense settings of :class:`cnnvis_tf.recipes.TrainConfig` for ``variant``."""
     return {
         "adv_training": "fgsm" if variant.adv else "none",
         "adv_snr_db": adv_snr_db if variant.adv else None,
@@ -124,8 +120,8 @@ def evaluate_snr(model_fn, x, y, snr_levels=evaluation.DEFAULT_SNR_LEVELS, *, cl
                  clip_max=1.0, batch_size=256):
     """One table row: ``{"Clean": acc, "50": acc, ...}`` (fractions) plus achieved SNRs.
 
-    FGSM with the true labels and a per-example eps giving the requested SNR before clipping
-    (seed 002 eq. 2); clipping to the input box makes the achieved SNR somewhat higher.
+    FGSM with the true labels and a per-example eps giving the requested SNR after clipping
+    to the input box (the achieved SNR is returned beside the accuracies).
     """
     acc, achieved = evaluation.accuracy_vs_snr(
         model_fn, x, np.asarray(y, np.int64), tuple(snr_levels), clip_min=clip_min,
@@ -141,14 +137,8 @@ def _col(level):
     return level if level == "Clean" else f"{float(level):g}"
 
 
-def format_cell(values, clean=False):
-    """``"mean ± std"`` in percent (population std), with ``%`` on the Clean column."""
-    values = 100.0 * np.asarray(values, np.float64)
-    return f"{values.mean():.2f} ± {values.std():.2f}" + ("%" if clean else "")
-
-
-def summarize(variants, per_run, snr_levels):
-    """Aggregates per-run rows into the table.
+def write_table(out_dir, variants, per_run, snr_levels, title):
+    """Writes ``table.md``/``table.csv`` (mean ± sample std in percent) from per-run rows.
 
     Args:
       variants: list of :class:`Variant` (the row order).
@@ -156,38 +146,19 @@ def summarize(variants, per_run, snr_levels):
       snr_levels: the SNR columns.
 
     Returns:
-      ``(header, rows, stats)``: header ``["Network type", "beta", "gamma", "m", "Clean",
-      "50", ...]``, rows of strings, and ``{key: {"mean": {...}, "std": {...}, "cells":
-      {...}}}`` with fractions.
+      ``{key: {"label", "num_runs", "mean": {col: fraction}, "std": {col: fraction}}}``.
     """
     columns = ["Clean"] + [_col(s) for s in snr_levels]
-    header = ["Network type", "beta", "gamma", "m"] + columns
-    rows, stats = [], {}
-    for v in variants:
-        runs = per_run[v.key]
-        agg = evaluation.aggregate_runs([{c: r[c] for c in columns} for r in runs])
-        cells = {c: format_cell([r[c] for r in runs], c == "Clean") for c in columns}
-        stats[v.key] = {"label": v.label, "num_runs": len(runs),
-                        "mean": {c: agg[c]["mean"] for c in columns},
-                        "std": {c: agg[c]["std"] for c in columns}, "cells": cells}
-        rows.append([v.label, f"{v.beta:g}", f"{v.gamma:g}", f"{v.m:g}"]
-                    + [cells[c] for c in columns])
-    return header, rows, stats
-
-
-def markdown_table(header, rows, title=None):
-    """A GitHub-markdown table (optionally preceded by a title line) as a string."""
-    lines = [title, ""] if title else []
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def write_csv(path, header, rows):
-    """Writes ``header`` and ``rows`` as CSV."""
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows([header] + [list(r) for r in rows])
-    return path
+    rows = {f"{v.label} (beta={v.beta:g}, gamma={v.gamma:g}, m={v.m:g})":
+            {c: [100.0 * r[c] for r in per_run[v.key]] for c in columns} for v in variants}
+    table = rundir.write_table(out_dir, row_label="Network type", columns=columns, rows=rows,
+                               title=title, unit="%")
+    stats = {}
+    for v, (_, cells) in zip(variants, table.items()):
+        stats[v.key] = {"label": v.label, "num_runs": len(per_run[v.key]),
+                        "mean": {c: cells[c]["mean"] / 100 for c in columns},
+                        "std": {c: (cells[c]["std"] or 0.0) / 100 for c in columns}}
+    return stats
 
 
 def parse_floats(name, text, *, low=-math.inf, high=math.inf, low_open=False):
