@@ -90,7 +90,9 @@ def test_resume_after_interruption_loses_nothing(tmp_path, small_mnist):
     before = _rows(os.path.join(run, rundir.HISTORY))
     assert [r["epoch"] for r in before] == ["0", "1"]
     assert not os.path.exists(os.path.join(run, rundir.METRICS))
-    ckpt = keras.models.load_model(os.path.join(run, rundir.CHECKPOINTS, "last.keras"))
+    state = rundir.read_json(os.path.join(run, rundir.CHECKPOINTS, "state.json"))
+    assert state["epochs_done"] == 2 and state["checkpoint"] == "epoch-0002.keras"
+    ckpt = keras.models.load_model(os.path.join(run, rundir.CHECKPOINTS, state["checkpoint"]))
     # A half-written epoch row (crash between history and checkpoint) must be dropped.
     with open(os.path.join(run, rundir.HISTORY), "a") as f:
         f.write("2,30,9,9,9,9,9\n")
