@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+from faults import Killed, kill_at
 
 from cnnvis_tf import datasets, rundir, testing, training
 from cnnvis_tf.errors import DataFilesError, InputError
 from conftest import ROOT
-from faults import Killed, kill_at
 
 
 def _data():
