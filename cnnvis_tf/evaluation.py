@@ -2,20 +2,25 @@
 
 All functions take ``model_fn`` (callable returning logits), numpy inputs in
 ``[clip_min, clip_max]`` and true labels, and return plain Python/numpy values that the
-``experiments/`` scripts write to JSON/CSV.
+``experiments/`` scripts write to JSON/CSV. Labels may be class ids of shape ``(N,)`` or
+``(N, 1)``, or one-hot.
+
+Attacks come only through the public :mod:`cnnvis_tf.attacks` API, whose gradient attacks
+share one kernel with adversarial training: a sweep over budgets computes the gradient
+direction once and applies the same step (:func:`~cnnvis_tf.attacks.fgm_step`,
+:func:`~cnnvis_tf.attacks.snr_step`) as the single attacks.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from cnnvis_tf.attacks import get_attack, snr_db
-from cnnvis_tf.attacks._common import check_nonneg, check_norm, invalid, l2_direction, prepare
-from cnnvis_tf.attacks._common import forward as _forward
-from cnnvis_tf.attacks.snr_fgsm import snr_eps
+from cnnvis_tf.attacks import fgm_step, forward, get_attack, gradient_direction, snr_db, snr_step
+from cnnvis_tf.checks import check_labels, check_nonneg, invalid
 
 __all__ = [
     "DEFAULT_SNR_LEVELS",
+    "SNR_MODES",
     "predict_labels",
     "run_attack",
     "attack_metrics",
@@ -31,6 +36,9 @@ __all__ = [
 ]
 
 DEFAULT_SNR_LEVELS = (50.0, 45.0, 40.0, 33.0)
+# "clipped": the perturbation after clipping has the SNR (the package's convention, as
+# attacks.snr_fgsm); "unclipped": seed 002's formula, before clipping (achieved SNR higher).
+SNR_MODES = ("clipped", "unclipped")
 
 
 def _batches(n, batch_size):
@@ -41,7 +49,7 @@ def predict_labels(model_fn, x, batch_size=256):
     """Arg-max class of ``model_fn`` on ``x``, in batches (int64 numpy); compiled for a
     built Keras model."""
     return np.concatenate(
-        [np.asarray(_forward(model_fn, tf.constant(x[s], tf.float32))).argmax(axis=1)
+        [np.asarray(forward(model_fn, tf.constant(x[s], tf.float32))).argmax(axis=1)
          for s in _batches(len(x), batch_size)]
     ).astype(np.int64)
 
@@ -53,6 +61,7 @@ def run_attack(attack, model_fn, x, y=None, *, batch_size=256, progress=False, *
     ``progress`` shows a Keras progress bar.
     """
     fn = get_attack(attack) if isinstance(attack, str) else attack
+    y = _labels(y, x)
     bar = keras.utils.Progbar(len(x), unit_name="example") if progress else None
     out = []
     for s in _batches(len(x), batch_size):
@@ -60,6 +69,11 @@ def run_attack(attack, model_fn, x, y=None, *, batch_size=256, progress=False, *
         if bar is not None:
             bar.add(s.stop - s.start)
     return np.concatenate(out).astype(np.float32)
+
+
+def _labels(y, x):
+    """Class ids of shape (N,) from ids (N,)/(N, 1) or one-hot (None stays None)."""
+    return check_labels(y, len(x))
 
 
 def _finite_stats(values):
@@ -78,6 +92,8 @@ def attack_metrics(y, x, x_adv, pred_clean, pred_adv, *, targets=None):
     target. SNR means/medians skip unchanged images (infinite SNR); ``None`` if all are.
     """
     n = len(x)
+    y = _labels(y, x)
+    targets = _labels(targets, x)
     diff = (np.asarray(x_adv, np.float64) - np.asarray(x, np.float64)).reshape(n, -1)
     l2, linf = np.linalg.norm(diff, axis=1), np.abs(diff).max(axis=1)
     correct = pred_clean == y
@@ -106,12 +122,12 @@ def gradient_directions(model_fn, x, y, *, norm=np.inf, clip_min=0.0, clip_max=1
 
     ``y`` are the true labels (the loss is their cross-entropy).
     """
-    norm = check_norm(norm)
-    out = []
-    for s in _batches(len(x), batch_size):
-        out.append(prepare(model_fn, x[s], y=y[s], clip_min=clip_min, clip_max=clip_max,
-                           gradient=tf.sign if norm == np.inf else l2_direction)[-1].numpy())
-    return np.concatenate(out)
+    y = _labels(y, x)
+    return np.concatenate([
+        gradient_direction(model_fn, x[s], y[s], norm=norm, clip_min=clip_min,
+                           clip_max=clip_max)
+        for s in _batches(len(x), batch_size)
+    ])
 
 
 def fgsm_sweep(model_fn, x, y, eps_list, *, norm=np.inf, clip_min=0.0, clip_max=1.0,
@@ -126,6 +142,7 @@ def fgsm_sweep(model_fn, x, y, eps_list, *, norm=np.inf, clip_min=0.0, clip_max=
       Goodfellow, Shlens, Szegedy. Explaining and Harnessing Adversarial Examples. ICLR 2015.
     """
     eps_list = [check_nonneg("eps", e) for e in eps_list]
+    y = _labels(y, x)
     direction = gradient_directions(model_fn, x, y, norm=norm, clip_min=clip_min,
                                     clip_max=clip_max, batch_size=batch_size)
     if not eps_list:
@@ -133,8 +150,8 @@ def fgsm_sweep(model_fn, x, y, eps_list, *, norm=np.inf, clip_min=0.0, clip_max=
     correct = np.zeros(len(eps_list), np.int64)
     # Predict every eps at once, in full batches of batch_size (eps x examples).
     for s in _batches(len(x), max(1, int(batch_size) // len(eps_list))):
-        x_adv = np.concatenate([np.clip(x[s] + np.float32(eps) * direction[s], clip_min,
-                                        clip_max).astype(np.float32) for eps in eps_list])
+        x_adv = np.concatenate([fgm_step(x[s], direction[s], eps, clip_min=clip_min,
+                                         clip_max=clip_max) for eps in eps_list])
         pred = predict_labels(model_fn, x_adv, batch_size).reshape(len(eps_list), -1)
         correct += (pred == y[s]).sum(axis=1)
     return [float(c / len(x)) for c in correct]
@@ -143,6 +160,7 @@ def fgsm_sweep(model_fn, x, y, eps_list, *, norm=np.inf, clip_min=0.0, clip_max=
 def accuracy_vs_eps(model_fn, x, y, eps_list, *, attack="fgsm", clip_min=0.0, clip_max=1.0,
                     batch_size=256, **attack_kwargs):
     """``{"Clean": acc, eps: acc, ...}`` under ``attack`` (fgsm/fgm_l2 use one gradient)."""
+    y = _labels(y, x)
     result = {"Clean": float(np.mean(predict_labels(model_fn, x, batch_size) == y))}
     if attack in ("fgsm", "fgm_l2") and not attack_kwargs:
         norm = np.inf if attack == "fgsm" else 2
@@ -158,21 +176,39 @@ def accuracy_vs_eps(model_fn, x, y, eps_list, *, attack="fgsm", clip_min=0.0, cl
 
 
 def accuracy_vs_snr(model_fn, x, y, snr_levels=DEFAULT_SNR_LEVELS, *, clip_min=0.0,
-                    clip_max=1.0, batch_size=256):
+                    clip_max=1.0, batch_size=256, snr_mode="clipped"):
     """Seed-002 table row: accuracy clean and under SNR-bounded FGSM at each level (dB).
+
+    One gradient per example, then at each level :func:`cnnvis_tf.attacks.snr_step` (the
+    step of :func:`cnnvis_tf.attacks.snr_fgsm` with the true labels).
+
+    Args:
+      snr_levels: requested SNRs in dB (the table's columns).
+      snr_mode: ``"clipped"`` (default): each image's step is solved so that the perturbation
+        *after clipping* to the box has the requested SNR, so a column labelled 33 dB is
+        33 dB (where the box allows it). ``"unclipped"``: seed 002's formula, exact before
+        clipping; clipping then raises the achieved SNR. Label such columns accordingly.
 
     Returns:
       ``(accuracy, achieved)``: ``{"Clean": acc, 50.0: acc, ...}`` and the mean achieved
       SNR (dB, after clipping) per level.
+
+    Raises:
+      InputError: bad levels, mode or inputs.
+
+    References:
+      Seed document 002, section 3 (SNR-bounded FGSM).
     """
+    if snr_mode not in SNR_MODES:
+        raise invalid("snr_mode", "one of " + ", ".join(map(repr, SNR_MODES)), snr_mode)
+    y = _labels(y, x)
     direction = gradient_directions(model_fn, x, y, clip_min=clip_min, clip_max=clip_max,
                                     batch_size=batch_size)
     accuracy = {"Clean": float(np.mean(predict_labels(model_fn, x, batch_size) == y))}
     achieved = {}
-    shape = (-1,) + (1,) * (x.ndim - 1)
     for snr in snr_levels:
-        eps = snr_eps(x, direction, snr).reshape(shape)
-        x_adv = np.clip(x + eps * direction, clip_min, clip_max).astype(np.float32)
+        x_adv = snr_step(x, direction, snr, clip_min=clip_min, clip_max=clip_max,
+                         match_clipped=snr_mode == "clipped")
         accuracy[snr] = float(np.mean(predict_labels(model_fn, x_adv, batch_size) == y))
         achieved[snr] = _finite_stats(snr_db(x, x_adv))[0]
     return accuracy, achieved
@@ -194,6 +230,7 @@ def transfer_matrix(models, x, y, attack="fgsm", *, batch_size=256, **attack_kwa
       Papernot, McDaniel, Goodfellow. Transferability in Machine Learning. arXiv:1605.07277.
     """
     names = list(models)
+    y = _labels(y, x)
     matrix = np.zeros((len(names), len(names)))
     for i, src in enumerate(names):
         x_adv = run_attack(attack, models[src], x, y, batch_size=batch_size, **attack_kwargs)
@@ -203,10 +240,16 @@ def transfer_matrix(models, x, y, attack="fgsm", *, batch_size=256, **attack_kwa
 
 
 def aggregate_runs(results):
-    """Mean and (population) std across runs of dicts with the same numeric keys."""
-    keys = results[0].keys()
-    return {k: {"mean": float(np.mean([r[k] for r in results])),
-                "std": float(np.std([r[k] for r in results]))} for k in keys}
+    """Mean and sample standard deviation (``ddof=1``; 0 for a single run) across runs of
+    dicts with the same numeric keys."""
+    if not len(results):
+        raise invalid("results", "at least one run", results)
+    out = {}
+    for k in results[0].keys():
+        values = np.asarray([r[k] for r in results], np.float64)
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        out[k] = {"mean": float(np.mean(values)), "std": std}
+    return out
 
 
 def worst_case_accuracy(model_fn, x, y, attacks, *, batch_size=256):
@@ -219,6 +262,7 @@ def worst_case_accuracy(model_fn, x, y, attacks, *, batch_size=256):
       ``{label: accuracy, ..., "worst_case": accuracy}``, where an example counts as
       robust only if it is classified correctly clean and under every attack.
     """
+    y = _labels(y, x)
     robust = predict_labels(model_fn, x, batch_size) == y
     result = {}
     for label, (attack, kwargs) in attacks.items():
@@ -279,6 +323,7 @@ def sanity_checks(model_fn, x, y, eps_list, *, clip_min=0.0, clip_max=1.0, nb_it
     """
     if not len(eps_list):
         raise invalid("eps_list", "at least one budget", eps_list)
+    y = _labels(y, x)
     accs = fgsm_sweep(model_fn, x, y, eps_list, clip_min=clip_min, clip_max=clip_max,
                       batch_size=batch_size)
     eps_max, span = float(max(eps_list)), float(clip_max) - float(clip_min)

@@ -1,12 +1,17 @@
 """Tests for cnnvis_tf.attacks: budgets, clip box, cleverhans parity, targeting, CW, L-BFGS."""
 
+import inspect
+
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method as ch_fgm
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+from cleverhans.tf2.utils import clip_eta as ch_clip_eta
 
 from cnnvis_tf import attacks, testing
+from cnnvis_tf.attacks.projected_gradient_descent import default_step_size
 from cnnvis_tf.errors import InputError
 
 TOL = 1e-6
@@ -55,17 +60,48 @@ def test_fgsm_equals_cleverhans(trained):
     np.testing.assert_array_equal(ours, theirs)
 
 
-def test_pgd_equals_cleverhans_for_same_seed(trained):
+def test_pgd_without_random_start_equals_cleverhans(trained):
     model, x, y = trained
-    ours = attacks.pgd(model, x, 0.3, eps_iter=0.05, nb_iter=5, seed=7)
-    tf.random.set_seed(7)
+    ours = attacks.pgd(model, x, 0.3, eps_iter=0.05, nb_iter=5, rand_init=False)
     theirs = projected_gradient_descent(
         model, tf.constant(x), 0.3, 0.05, 5, np.inf, clip_min=0.0, clip_max=1.0,
-        rand_init=True,
+        rand_init=False,
     ).numpy()
     np.testing.assert_array_equal(ours, theirs)
-    # Our default is a random start: a different seed gives a different result.
+
+
+def test_pgd_random_start_is_seeded_and_followed_by_cleverhans_steps(trained):
+    model, x, y = trained
+    ours = attacks.pgd(model, x, 0.3, eps_iter=0.05, nb_iter=5, seed=7)
+    np.testing.assert_array_equal(ours, attacks.pgd(model, x, 0.3, eps_iter=0.05, nb_iter=5,
+                                                    seed=7))
     assert not np.array_equal(ours, attacks.pgd(model, x, 0.3, eps_iter=0.05, nb_iter=5, seed=8))
+    # Reference: the uniform L-inf start drawn from SeedGenerator(7), then cleverhans' PGD
+    # iteration (its FGM step, clip_eta projection and clipping) run eagerly.
+    xt = tf.constant(x)
+    start = 0.3 * keras.random.uniform(xt.shape, -1.0, 1.0, seed=keras.random.SeedGenerator(7))
+    x_adv = tf.clip_by_value(xt + ch_clip_eta(start, np.inf, 0.3), 0.0, 1.0)
+    labels = model(xt).numpy().argmax(1)
+    for _ in range(5):
+        x_adv = ch_fgm(model, x_adv, 0.05, np.inf, clip_min=0.0, clip_max=1.0, y=labels)
+        x_adv = tf.clip_by_value(xt + ch_clip_eta(x_adv - xt, np.inf, 0.3), 0.0, 1.0)
+    np.testing.assert_allclose(ours, x_adv.numpy(), atol=1e-6)
+
+
+def test_pgd_defaults_are_40_steps_with_capped_step():
+    params = inspect.signature(attacks.projected_gradient_descent).parameters
+    assert params["nb_iter"].default == 40
+    assert default_step_size(0.1, 40) == pytest.approx(0.00625)
+    assert default_step_size(0.1, 2) == 0.1  # 2.5 eps / 2 would overshoot the ball
+
+
+def test_labels_of_shape_n_by_1_are_class_ids(trained):
+    model, x, y = trained
+    column = y[:, None]
+    for name, kwargs in [("fgsm", {"eps": 0.2}), ("pgd", {"eps": 0.2, "nb_iter": 3, "seed": 0}),
+                         ("snr_fgsm", {"snr": 33.0}), ("mim", {"eps": 0.2, "nb_iter": 3})]:
+        fn = attacks.ATTACKS[name]
+        np.testing.assert_array_equal(fn(model, x, y=column, **kwargs), fn(model, x, y=y, **kwargs))
 
 
 def test_fgsm_lowers_accuracy_and_untargeted_uses_prediction(trained):

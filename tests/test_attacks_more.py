@@ -44,6 +44,16 @@ def test_deepfool_fools_with_small_l2(trained):
     assert _l2(x, x_adv).mean() < _l2(x, fgm).mean()
 
 
+def test_cw_l2_defaults_converge(mnist_tiny):
+    model, x, _ = mnist_tiny
+    x = x[:8]
+    x_adv = attacks.cw_l2(model, x)
+    assert np.all(_pred(model, x_adv) != _pred(model, x))
+    short = _l2(x, x_adv)
+    long = _l2(x, attacks.cw_l2(model, x, max_iterations=400))  # twice the default
+    assert abs(short.mean() - long.mean()) < 0.05 * long.mean(), (short.mean(), long.mean())
+
+
 def test_universal_perturbation_in_ball_and_beats_random_noise(mnist_tiny):
     model, x, y = mnist_tiny
     v = attacks.universal_perturbation(model, x[:32], 0.25, max_passes=2)

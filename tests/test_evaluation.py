@@ -40,9 +40,34 @@ def test_accuracy_vs_snr_table_row(trained):
     model, x, y = trained
     acc, achieved = evaluation.accuracy_vs_snr(model, x, y)
     assert list(acc) == ["Clean", 50.0, 45.0, 40.0, 33.0]
-    assert all(achieved[s] >= s - 0.01 for s in evaluation.DEFAULT_SNR_LEVELS)
+    # A column labelled "33 dB" is 33 dB after clipping (the clipped-match step).
+    for level in evaluation.DEFAULT_SNR_LEVELS:
+        assert abs(achieved[level] - level) < 0.05, achieved
     xa = attacks.snr_fgsm(model, x, 33.0, y=y)
     assert acc[33.0] == _acc(model, xa, y)
+    assert acc[33.0] <= acc[50.0] <= acc["Clean"]
+
+
+def test_accuracy_vs_snr_unclipped_mode_is_seed_002_formula(trained):
+    model, x, y = trained
+    acc, achieved = evaluation.accuracy_vs_snr(model, x, y, (40.0, 33.0), snr_mode="unclipped")
+    assert achieved[33.0] > 33.05  # clipping binds on this data: the achieved SNR is higher
+    xa = attacks.snr_fgsm(model, x, 33.0, y=y, match_clipped=False)
+    assert acc[33.0] == _acc(model, xa, y)
+    with pytest.raises(InputError, match="snr_mode"):
+        evaluation.accuracy_vs_snr(model, x, y, snr_mode="before")
+
+
+def test_labels_of_shape_n_by_1(trained):
+    model, x, y = trained
+    column = y[:, None]
+    assert evaluation.fgsm_sweep(model, x, column, [0.1, 0.3]) == evaluation.fgsm_sweep(
+        model, x, y, [0.1, 0.3])
+    assert evaluation.accuracy_vs_snr(model, x, column, (40.0,)) == evaluation.accuracy_vs_snr(
+        model, x, y, (40.0,))
+    assert evaluation.accuracy_vs_eps(model, x, column, [0.2], attack="pgd", nb_iter=2,
+                                      seed=0) == evaluation.accuracy_vs_eps(
+        model, x, y, [0.2], attack="pgd", nb_iter=2, seed=0)
 
 
 def test_attack_metrics_hand_computed():
@@ -72,10 +97,12 @@ def test_transfer_matrix_diagonal_is_white_box(trained):
     assert m[0, 1] == _acc(other, attacks.fgsm(model, x, 0.4, y=y), y)
 
 
-def test_aggregate_runs():
+def test_aggregate_runs_uses_sample_std():
     agg = evaluation.aggregate_runs([{"acc": 0.5, "l2": 1.0}, {"acc": 0.7, "l2": 3.0}])
-    assert agg["acc"]["mean"] == pytest.approx(0.6) and agg["acc"]["std"] == pytest.approx(0.1)
-    assert agg["l2"] == {"mean": 2.0, "std": 1.0}
+    assert agg["acc"]["mean"] == pytest.approx(0.6)
+    assert agg["acc"]["std"] == pytest.approx(np.sqrt(0.02))  # ddof=1
+    assert agg["l2"] == {"mean": 2.0, "std": pytest.approx(np.sqrt(2.0))}
+    assert evaluation.aggregate_runs([{"acc": 0.5}]) == {"acc": {"mean": 0.5, "std": 0.0}}
 
 
 def test_worst_case_is_per_example(trained):

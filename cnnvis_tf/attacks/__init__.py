@@ -4,23 +4,34 @@
 ...) -> x_adv``: ``model_fn`` maps a batch to **logits**, ``x`` is a numpy array or tensor
 in ``[clip_min, clip_max]``, the result is a float32 numpy array of the same shape.
 ``ATTACKS`` maps command-line names to these functions.
+
+The gradient attacks (FGSM/FGM, BIM, PGD, MIM, SNR-FGSM) share one kernel,
+``cnnvis_tf.attacks._steps``, which adversarial training runs inside its ``train_step``;
+its building blocks for callers are public here: :func:`forward` (compiled logits),
+:func:`gradient_direction`, :func:`fgm_step` and :func:`snr_step`.
 """
 
 import inspect
 
-from cnnvis_tf.attacks._common import wrap_probabilities
+from cnnvis_tf.attacks._common import forward, wrap_probabilities
 from cnnvis_tf.attacks.adversarial_patch import adversarial_patch, apply_patch, patch
 from cnnvis_tf.attacks.basic_iterative_method import basic_iterative_method, bim
 from cnnvis_tf.attacks.carlini_wagner_l2 import carlini_wagner_l2, cw_l2
 from cnnvis_tf.attacks.deepfool import deepfool
-from cnnvis_tf.attacks.fast_gradient_method import fast_gradient_method, fgm_l2, fgsm
+from cnnvis_tf.attacks.fast_gradient_method import (
+    fast_gradient_method,
+    fgm_l2,
+    fgm_step,
+    fgsm,
+    gradient_direction,
+)
 from cnnvis_tf.attacks.gaussian_noise import gaussian_noise
 from cnnvis_tf.attacks.lbfgs import lbfgs
 from cnnvis_tf.attacks.momentum_iterative_method import mim, momentum_iterative_method
 from cnnvis_tf.attacks.noise_attacks import apply_noise, class_from_noise, iterative_noise
 from cnnvis_tf.attacks.one_pixel import one_pixel
 from cnnvis_tf.attacks.projected_gradient_descent import pgd, pgd_l2, projected_gradient_descent
-from cnnvis_tf.attacks.snr_fgsm import snr_db, snr_fgsm
+from cnnvis_tf.attacks.snr_fgsm import snr_db, snr_fgsm, snr_step
 from cnnvis_tf.attacks.spsa import spsa
 from cnnvis_tf.attacks.universal_perturbation import universal, universal_perturbation
 from cnnvis_tf.errors import InputError
@@ -138,6 +149,10 @@ __all__ = [
     "budget_name",
     "get_attack",
     "wrap_probabilities",
+    "forward",
+    "gradient_direction",
+    "fgm_step",
+    "snr_step",
     "fast_gradient_method",
     "fgsm",
     "fgm_l2",

@@ -2,13 +2,14 @@
 
 cleverhans' ``basic_iterative_method`` is its PGD without the random start; so is this one
 (:func:`~cnnvis_tf.attacks.projected_gradient_descent.projected_gradient_descent` with
-``rand_init=False``, whose L-inf results equal cleverhans' bit for bit).
+``rand_init=False``, the package's one PGD kernel, whose L-inf results then equal
+cleverhans' bit for bit).
 """
 
 import numpy as np
 
-from cnnvis_tf.attacks._common import check_nonneg, check_positive_int
 from cnnvis_tf.attacks.projected_gradient_descent import projected_gradient_descent
+from cnnvis_tf.checks import check_nonneg, check_positive_int
 
 __all__ = ["basic_iterative_method", "bim"]
 

@@ -4,6 +4,8 @@ cleverhans 4.0.0's ``CarliniWagnerL2`` does not run on Keras 3 (its optimizer re
 the learning-rate variable, a second call raises "Unknown variable", and ``const`` takes
 the image shape, breaking 3-channel inputs; cleverhans issue #1205). This version keeps
 all state in plain tensors: Adam is written out, ``const`` is one scalar per example.
+The paper's code runs up to 10,000 Adam steps at 0.01; with 200 steps the step size must be
+larger (0.05) for the L2 to converge.
 """
 
 import numpy as np
@@ -57,7 +59,7 @@ def carlini_wagner_l2(
     x,
     *,
     confidence=0.0,
-    learning_rate=1e-2,
+    learning_rate=0.05,
     binary_search_steps=6,
     max_iterations=200,
     initial_const=1e-2,
@@ -79,7 +81,10 @@ def carlini_wagner_l2(
       model_fn: callable mapping a batch to logits.
       x: batch of inputs in ``[clip_min, clip_max]``.
       confidence: required logit margin ``kappa``.
-      learning_rate: Adam step size on ``w``.
+      learning_rate: Adam step size on ``w``. The defaults (0.05, 200 steps) converge: on
+        MNIST, 0.01 with 200 steps left the mean L2 70-100% above its converged value
+        (1,000 steps at 0.01); 0.05 is within 1-3% of it and doubling the steps changes it
+        by under 1.5% (0.1 stalls 7% above it).
       binary_search_steps: rounds of the search on ``c``.
       max_iterations: Adam steps per round.
       initial_const: first ``c`` for every example.

@@ -1,18 +1,63 @@
-"""Fast Gradient (Sign) Method, L-inf and L2, over cleverhans 4.
+"""Fast Gradient (Sign) Method, L-inf and L2, on the package's one adversarial kernel.
 
-L-inf is cleverhans' ``fast_gradient_method`` step, ``clip(x + eps * sign(grad))``, on the
-gradient that :func:`~cnnvis_tf.attacks._common.prepare` computes in the same compiled pass
-as the input checks' logits: one forward+backward pass in all, and the result equals
-cleverhans' bit for bit. L2 steps along the gradient with an exact normalization
-(:func:`~cnnvis_tf.attacks._common.l2_direction`, applied in that same pass).
+:func:`gradient_direction` is the kernel's step direction (``sign(grad)``, or the exactly
+normalized L2 gradient) on the gradient that :func:`~cnnvis_tf.attacks._common.prepare`
+computes in the same compiled pass as the input checks' logits; :func:`fgm_step` is the
+kernel's ``clip(x + eps * direction)``. L-inf results equal cleverhans'
+``fast_gradient_method`` bit for bit.
 """
 
+import functools
+
 import numpy as np
-import tensorflow as tf
 
-from cnnvis_tf.attacks._common import check_norm, finish, l2_direction, prepare
+from cnnvis_tf.attacks import _steps
+from cnnvis_tf.attacks._common import check_norm, finish, prepare
+from cnnvis_tf.checks import check_nonneg
 
-__all__ = ["fast_gradient_method", "fgsm", "fgm_l2"]
+__all__ = ["fast_gradient_method", "fgsm", "fgm_l2", "gradient_direction", "fgm_step"]
+
+# One function object per norm, so the compiled gradient pass is traced once per norm.
+_DIRECTION = {norm: functools.partial(_steps.direction, norm=norm) for norm in (np.inf, 2)}
+
+
+def gradient_direction(model_fn, x, y=None, *, norm=np.inf, targeted=False, clip_min=0.0,
+                       clip_max=1.0, from_probabilities=False):
+    """The fast-gradient step direction of each example, after checking every input.
+
+    Args:
+      model_fn: callable mapping a batch to logits.
+      x: batch of inputs in ``[clip_min, clip_max]``.
+      y: labels (or targets); ``None`` uses the model's prediction.
+      norm: ``np.inf`` (``sign(grad)``) or ``2`` (unit-L2 gradient).
+      targeted: the gradient of the negated loss (towards ``y``).
+      clip_min: lower bound of the input space.
+      clip_max: upper bound of the input space.
+      from_probabilities: ``model_fn`` outputs softmax probabilities instead of logits.
+
+    Returns:
+      float32 numpy array shaped like ``x``.
+
+    Raises:
+      InputError: bad inputs, labels or norm.
+    """
+    norm = check_norm(norm)
+    return prepare(
+        model_fn, x, y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
+        from_probabilities=from_probabilities,
+        gradient=_DIRECTION[norm],
+    )[-1].numpy()
+
+
+def fgm_step(x, direction, eps, *, clip_min=0.0, clip_max=1.0):
+    """``clip(x + eps * direction)`` as float32 numpy (the kernel's step); ``eps`` is a
+    number or one per example."""
+    eps = np.asarray(eps, np.float32)
+    for e in eps.ravel():
+        check_nonneg("eps", e)
+    x = np.asarray(x, np.float32)
+    return finish(_steps.fgm_step(x, np.asarray(direction, np.float32), eps, clip_min,
+                                  clip_max), clip_min, clip_max)
 
 
 def fast_gradient_method(
@@ -50,17 +95,13 @@ def fast_gradient_method(
     References:
       Goodfellow, Shlens, Szegedy. Explaining and Harnessing Adversarial Examples. ICLR 2015.
     """
-    norm = check_norm(norm)
-    # cleverhans under-steps in L2 when ||grad|| < 1e-6; see l2_direction
-    _, x, _, _, direction = prepare(
-        model_fn, x, y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
-        from_probabilities=from_probabilities, gradient=l2_direction if norm == 2 else tf.sign,
-        eps=eps,
+    eps = check_nonneg("eps", eps)
+    # cleverhans under-steps in L2 when ||grad|| < 1e-6; see _steps.l2_direction
+    direction = gradient_direction(
+        model_fn, x, y, norm=norm, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
+        from_probabilities=from_probabilities,
     )
-    # The step, clip(x + eps * direction), in numpy: the same exactly rounded float32
-    # operations as cleverhans' optimize_linear and clip, without another TensorFlow call.
-    x_adv = x.numpy() + np.float32(eps) * direction.numpy()
-    return finish(np.clip(x_adv, np.float32(clip_min), np.float32(clip_max)), clip_min, clip_max)
+    return fgm_step(x, direction, eps, clip_min=clip_min, clip_max=clip_max)
 
 
 def fgsm(model_fn, x, eps=0.1, **kwargs):

@@ -1,23 +1,16 @@
 """Momentum Iterative Method (MI-FGSM), wrapping cleverhans 4.
 
 The loop is cleverhans' ``momentum_iterative_method``, op for op, inside one
-``tf.function`` (cleverhans runs it eagerly); results equal cleverhans' bit for bit.
+``tf.function`` (cleverhans runs it eagerly), with the step and projection of the
+package's kernel (:mod:`~cnnvis_tf.attacks._steps`); results equal cleverhans' bit for bit.
 """
 
 import numpy as np
 import tensorflow as tf
-from cleverhans.tf2.attacks.momentum_iterative_method import loss_fn as _loss_fn
-from cleverhans.tf2.utils import compute_gradient
 
-from cnnvis_tf.attacks._common import (
-    check_nonneg,
-    check_norm,
-    check_positive_int,
-    clip_eta,
-    finish,
-    optimize_linear,
-    prepare,
-)
+from cnnvis_tf.attacks._common import check_norm, finish, prepare
+from cnnvis_tf.attacks._steps import clip_eta, loss_gradient, optimize_linear
+from cnnvis_tf.checks import check_nonneg, check_positive_int
 
 __all__ = ["momentum_iterative_method", "mim"]
 
@@ -84,7 +77,7 @@ def _steps(model_fn, x, y, eps, eps_iter, decay_factor, lo, hi, nb_iter, norm, t
     x_adv = x
     axes = list(range(1, len(x.shape)))
     for _ in tf.range(nb_iter):
-        grad = compute_gradient(model_fn, _loss_fn, x_adv, y, targeted)
+        grad = loss_gradient(model_fn, x_adv, y, targeted)
         grad = grad / tf.math.maximum(
             tf.cast(1e-12, grad.dtype), tf.math.reduce_mean(tf.math.abs(grad), axes, keepdims=True)
         )

@@ -6,17 +6,21 @@ so ``eps = ||x||_2 / (10^(snr/20) * sqrt(k))`` hits the requested SNR exactly (`
 number of pixels, ``d``, unless the gradient is exactly zero somewhere, as under max
 pooling). Clipping to the box can only shrink ``delta``, raising the achieved SNR: by
 default (``match_clipped=True``) ``eps`` is instead solved per image in closed form so
-that the *clipped* perturbation has the requested SNR, where the box allows it. Use :func:`snr_db`
-to report the achieved value.
+that the *clipped* perturbation has the requested SNR, where the box allows it (the
+package's one SNR convention: adversarial training and ``evaluation.accuracy_vs_snr`` use
+the same kernel, :func:`~cnnvis_tf.attacks._steps.snr_eps`). Use :func:`snr_db` to report
+the achieved value.
 """
 
 import numpy as np
 import tensorflow as tf
-from cleverhans.tf2.utils import compute_gradient
 
-from cnnvis_tf.attacks._common import finish, invalid, prepare
+from cnnvis_tf.attacks import _steps
+from cnnvis_tf.attacks._common import finish
+from cnnvis_tf.attacks.fast_gradient_method import gradient_direction
+from cnnvis_tf.checks import invalid
 
-__all__ = ["snr_fgsm", "snr_db", "snr_eps", "gradient_sign"]
+__all__ = ["snr_fgsm", "snr_db", "snr_step"]
 
 
 def snr_db(x, x_adv):
@@ -32,53 +36,32 @@ def snr_db(x, x_adv):
         return 20.0 * np.log10(signal / noise)
 
 
-def snr_eps(x, direction, snr):
-    """Per-image step ``eps`` so that ``eps * direction`` has the requested SNR (dB)."""
-    n = len(x)
-    signal = np.linalg.norm(np.asarray(x, np.float64).reshape(n, -1), axis=1)
-    dnorm = np.linalg.norm(np.asarray(direction, np.float64).reshape(n, -1), axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        eps = signal / (10.0 ** (float(snr) / 20.0) * dnorm)
-    return np.where(dnorm > 0, eps, 0.0)
+def snr_step(x, direction, snr, *, clip_min=0.0, clip_max=1.0, match_clipped=True):
+    """The SNR-bounded FGSM step along a sign ``direction``, as float32 numpy.
 
+    The per-image ``eps`` is the kernel's :func:`~cnnvis_tf.attacks._steps.snr_eps`,
+    computed in float64: with ``match_clipped`` (default) the *clipped* perturbation has
+    the requested SNR where the box allows it; otherwise seed 002's unclipped formula.
 
-def _match_clipped(x, direction, eps, snr, clip_min, clip_max):
-    """Per-image ``eps`` with ``||clip(x + eps d) - x||_2`` equal to the SNR's noise norm.
-
-    For a sign direction each pixel moves by ``min(eps, cap_i)``, ``cap_i`` being its room
-    to the box in its direction (0 where ``d_i = 0``), so the clipped squared norm is
-    ``sum_{cap_i < eps} cap_i^2 + eps^2 * #{cap_i >= eps}``: piecewise quadratic and
-    increasing in ``eps``. With the caps sorted, the segment holding the target is found
-    from prefix sums and ``eps`` solved exactly there. Where even ``eps = max cap`` cannot
-    reach the target, that ``eps`` is returned (the achieved SNR is then higher).
-
-    Returns:
-      (eps, reachable): float64 arrays of shape (N,).
+    References:
+      Seed document 002 section 3 (SNR-bounded FGSM).
     """
-    del eps  # the exact solution needs no starting point
-    n = len(x)
-    flat_x = x.reshape(n, -1)
-    flat_d = direction.reshape(n, -1)
-    target2 = (np.linalg.norm(flat_x, axis=1) / 10.0 ** (snr / 20.0)) ** 2
-    caps = np.where(flat_d > 0, clip_max - flat_x, np.where(flat_d < 0, flat_x - clip_min, 0.0))
-    caps = np.sort(np.maximum(caps, 0.0), axis=1)
-    d = caps.shape[1]
-    prefix = np.concatenate([np.zeros((n, 1)), np.cumsum(caps**2, axis=1)], axis=1)  # S_k
-    k = np.arange(d)
-    at_caps = prefix[:, :-1] + caps**2 * (d - k)  # squared norm at eps = caps[:, k]
-    reachable = prefix[:, -1] >= target2
-    first = np.argmax(at_caps >= target2[:, None], axis=1)  # pixels saturated before eps
-    rows = np.arange(n)
-    eps = np.sqrt(np.maximum(target2 - prefix[rows, first], 0.0) / (d - first))
-    return np.where(reachable, eps, caps[:, -1]), reachable
+    snr = _check_snr(snr)
+    x64 = tf.constant(np.asarray(x, np.float64))
+    x_adv = _steps.snr_step(x64, np.asarray(direction, np.float64), snr, clip_min=clip_min,
+                            clip_max=clip_max, match_clipped=bool(match_clipped))
+    return finish(x_adv, clip_min, clip_max)
 
 
-def gradient_sign(model_fn, x, y, targeted=False):
-    """``sign`` of the cross-entropy gradient w.r.t. ``x`` (cleverhans' compute_gradient)."""
-    grad = compute_gradient(
-        model_fn, tf.nn.sparse_softmax_cross_entropy_with_logits, x, y, targeted
-    )
-    return np.sign(grad.numpy())
+def _check_snr(snr):
+    try:
+        snr = float(snr)
+    except (TypeError, ValueError):
+        raise invalid("snr", "a finite number of dB", snr) from None
+    if not np.isfinite(snr) or snr <= 0:
+        raise invalid("snr", "a finite number of dB > 0 (0 dB: noise as large as the image)",
+                      snr)
+    return snr
 
 
 def snr_fgsm(
@@ -118,21 +101,8 @@ def snr_fgsm(
       Goodfellow, Shlens, Szegedy. Explaining and Harnessing Adversarial Examples. ICLR 2015;
       seed document 002 section 3 (SNR-bounded FGSM).
     """
-    try:
-        snr = float(snr)
-    except (TypeError, ValueError):
-        raise invalid("snr", "a finite number of dB", snr) from None
-    if not np.isfinite(snr) or snr <= 0:
-        raise invalid("snr", "a finite number of dB > 0 (0 dB: noise as large as the image)",
-                      snr)
-    _, x, _, _, grad = prepare(
-        model_fn, x, y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
-        from_probabilities=from_probabilities, gradient=True,
-    )
-    direction = np.sign(grad.numpy())  # gradient_sign, from prepare's compiled pass
-    x64 = x.numpy().astype(np.float64)
-    eps = snr_eps(x64, direction, snr)
-    if match_clipped:
-        eps, _ = _match_clipped(x64, direction, eps, snr, clip_min, clip_max)
-    x_adv = x64 + eps.reshape((-1,) + (1,) * (direction.ndim - 1)) * direction
-    return finish(np.clip(x_adv, clip_min, clip_max), clip_min, clip_max)
+    snr = _check_snr(snr)
+    direction = gradient_direction(model_fn, x, y, targeted=targeted, clip_min=clip_min,
+                                   clip_max=clip_max, from_probabilities=from_probabilities)
+    return snr_step(x, direction, snr, clip_min=clip_min, clip_max=clip_max,
+                    match_clipped=match_clipped)

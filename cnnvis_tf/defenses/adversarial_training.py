@@ -7,6 +7,12 @@ penalty on the clean part of the batch; Parseval retraction runs through the ker
 constraints after each optimizer step. Compile and ``fit`` the wrapper, then save
 ``wrapper.classifier`` (the plain functional model).
 
+The adversarial examples come from the package's one kernel (:mod:`cnnvis_tf.attacks._steps`),
+the code behind ``attacks.fgsm``, ``attacks.pgd`` and ``attacks.snr_fgsm``: same FGSM step,
+same PGD start, step size ``min(eps, 2.5 eps / steps)``, projection and seeding (the first
+PGD batch of ``DefenseModel(seed=s)`` equals ``attacks.pgd(..., seed=s)``), and the same
+SNR convention (the perturbation *after clipping* has the SNR).
+
 References:
   Goodfellow, Shlens and Szegedy. "Explaining and harnessing adversarial examples." 2015.
   Kurakin, Goodfellow and Bengio. "Adversarial machine learning at scale." ICLR 2017
@@ -16,10 +22,20 @@ References:
   non-augmented part of the batch).
 """
 
+import math
+
 import keras
 import tensorflow as tf
 from keras import ops
 
+from cnnvis_tf.attacks import _steps
+from cnnvis_tf.checks import (
+    check_fraction,
+    check_nonneg,
+    check_positive,
+    check_positive_int,
+    invalid,
+)
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.layers.constraints import apply_parseval
 from cnnvis_tf.layers.smoothness import (
@@ -28,64 +44,25 @@ from cnnvis_tf.layers.smoothness import (
     laplacian_smoothness_penalty,
 )
 
-__all__ = ["DefenseModel", "fgsm_perturb", "pgd_perturb", "snr_eps", "truncated_normal_eps"]
+__all__ = ["DefenseModel", "truncated_normal_eps"]
 
 ADV_METHODS = ("fgsm", "pgd")
-
-
-def _xent(y, logits):
-    if len(y.shape) == len(logits.shape):
-        return keras.losses.categorical_crossentropy(y, logits, from_logits=True)
-    return keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-
-
-def _per_example(eps, x):
-    eps = ops.cast(ops.convert_to_tensor(eps), x.dtype)
-    if len(eps.shape) == 0:
-        return eps
-    return ops.reshape(eps, (-1,) + (1,) * (len(x.shape) - 1))
-
-
-def _input_grad(model, x, y):
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        loss = ops.sum(_xent(y, model(x, training=False)))
-    return tape.gradient(loss, x)
-
-
-def fgsm_perturb(model, x, y, eps, clip_min=0.0, clip_max=1.0):
-    """``clip(x + eps * sign(grad_x CE(model(x), y)))``; ``eps`` scalar or per example."""
-    x = ops.convert_to_tensor(x)
-    grad = _input_grad(model, x, y)
-    return ops.clip(x + _per_example(eps, x) * ops.sign(grad), clip_min, clip_max)
-
-
-def pgd_perturb(model, x, y, eps, steps=7, step_size=None, clip_min=0.0, clip_max=1.0, seed=None):
-    """L-inf PGD from a uniform random start (Madry et al.); step size ``2.5 eps / steps``."""
-    x = ops.convert_to_tensor(x)
-    eps = _per_example(eps, x)
-    step = 2.5 * eps / steps if step_size is None else step_size
-    noise = keras.random.uniform(ops.shape(x), -1.0, 1.0, dtype=x.dtype, seed=seed)
-    x_adv = ops.clip(x + eps * noise, clip_min, clip_max)
-    for _ in range(int(steps)):
-        x_adv = x_adv + step * ops.sign(_input_grad(model, x_adv, y))
-        x_adv = ops.clip(ops.clip(x_adv, x - eps, x + eps), clip_min, clip_max)
-    return ops.stop_gradient(x_adv)
-
-
-def snr_eps(x, snr_db):
-    """Per-example FGSM ``eps`` giving ``20 log10(||x||_2 / ||delta||_2) = snr_db``.
-
-    With ``delta = eps * sign(g)``, ``||delta||_2 = eps * sqrt(d)`` (ignoring clipping).
-    """
-    x = ops.reshape(ops.cast(ops.convert_to_tensor(x), "float32"), (ops.shape(x)[0], -1))
-    d = ops.cast(ops.shape(x)[1], "float32")
-    return ops.norm(x, axis=1) / (ops.sqrt(d) * 10.0 ** (snr_db / 20.0))
 
 
 def truncated_normal_eps(sigma, batch_size, seed=None):
     """``|N(0, sigma)|`` truncated at ``2 sigma``: per-example budgets of seed 002 §3.1."""
     return ops.abs(keras.random.truncated_normal((batch_size,), stddev=1.0, seed=seed)) * sigma
+
+
+def _check_finite(name, value):
+    """``value`` as a float; raises unless it is a finite number."""
+    try:
+        ok = not isinstance(value, bool) and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise invalid(name, "a finite number", value)
+    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="cnnvis_tf")
@@ -98,10 +75,11 @@ class DefenseModel(keras.Model):
       adv_ratio: fraction of each batch replaced by adversarial examples, in [0, 1].
       adv_eps: fixed L-inf budget (input units). Exclusive with ``adv_snr_db``.
       adv_snr_db: per-example budgets ``|N(0, sigma)|`` truncated at ``2 sigma`` with
-        ``sigma`` the mean FGSM budget that gives this SNR on the current clean batch.
+        ``sigma`` the mean FGSM budget that gives this SNR (after clipping, as
+        ``attacks.snr_fgsm``) on the current clean batch.
       adv_loss_weight: weight ``lambda`` of adversarial examples in the loss (Kurakin et al.);
         weights are renormalized to mean 1.
-      pgd_steps: PGD iterations.
+      pgd_steps: PGD iterations (step size ``min(eps, 2.5 eps / pgd_steps)``).
       parseval_beta: if > 0, :func:`apply_parseval` is applied to ``classifier``.
       smooth_gamma: weight of :func:`laplacian_smoothness_penalty` (0 disables it).
       smooth_power: Laplacian power ``m``.
@@ -131,42 +109,36 @@ class DefenseModel(keras.Model):
     ):
         super().__init__(**kwargs)
         if adv_training not in (None,) + ADV_METHODS:
-            raise InputError(
-                "Invalid value received for argument `adv_training`. Expected None, 'fgsm' or "
-                f"'pgd'. Received: adv_training={adv_training}"
-            )
-        if not 0 <= adv_ratio <= 1:
-            raise InputError(
-                "Invalid value received for argument `adv_ratio`. Expected a float in [0, 1]. "
-                f"Received: adv_ratio={adv_ratio}"
-            )
+            raise invalid("adv_training", "None, 'fgsm' or 'pgd'", adv_training)
+        adv_ratio = check_fraction("adv_ratio", adv_ratio)
         if adv_training and (adv_eps is None) == (adv_snr_db is None):
             raise InputError(
                 "Adversarial training needs exactly one of `adv_eps` or `adv_snr_db`. "
                 f"Received: adv_eps={adv_eps}, adv_snr_db={adv_snr_db}"
             )
-        if adv_eps is not None and adv_eps < 0:
-            raise InputError(
-                "Invalid value received for argument `adv_eps`. Expected a float >= 0. "
-                f"Received: adv_eps={adv_eps}"
-            )
-        if smooth_gamma < 0:
-            raise InputError(
-                "Invalid value received for argument `smooth_gamma`. Expected a float >= 0. "
-                f"Received: smooth_gamma={smooth_gamma}"
-            )
+        adv_eps = None if adv_eps is None else check_nonneg("adv_eps", adv_eps)
+        if adv_snr_db is not None:
+            adv_snr_db = check_positive("adv_snr_db", adv_snr_db)
+        adv_loss_weight = check_nonneg("adv_loss_weight", adv_loss_weight)
+        pgd_steps = check_positive_int("pgd_steps", pgd_steps)
+        parseval_beta = check_nonneg("parseval_beta", parseval_beta)
+        smooth_gamma = check_nonneg("smooth_gamma", smooth_gamma)
+        smooth_power = check_positive_int("smooth_power", smooth_power)
+        lo, hi = _check_finite("clip_min", clip_min), _check_finite("clip_max", clip_max)
+        if lo >= hi:
+            raise invalid("clip_max", f"a number > clip_min={lo}", clip_max)
         self.classifier = classifier
         self.adv_training = adv_training
-        self.adv_ratio = float(adv_ratio)
+        self.adv_ratio = adv_ratio
         self.adv_eps = adv_eps
         self.adv_snr_db = adv_snr_db
-        self.adv_loss_weight = float(adv_loss_weight)
-        self.pgd_steps = int(pgd_steps)
-        self.parseval_beta = float(parseval_beta)
-        self.smooth_gamma = float(smooth_gamma)
-        self.smooth_power = int(smooth_power)
-        self.clip_min = float(clip_min)
-        self.clip_max = float(clip_max)
+        self.adv_loss_weight = adv_loss_weight
+        self.pgd_steps = pgd_steps
+        self.parseval_beta = parseval_beta
+        self.smooth_gamma = smooth_gamma
+        self.smooth_power = smooth_power
+        self.clip_min = lo
+        self.clip_max = hi
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         if self.parseval_beta > 0:
@@ -181,26 +153,31 @@ class DefenseModel(keras.Model):
     def call(self, inputs, training=False):
         return self.classifier(inputs, training=training)
 
-    def _adversarial(self, x, y):
-        batch = ops.shape(x)[0]
+    def _logits(self, x):
+        return self.classifier(x, training=False)
+
+    def adversarial_examples(self, x, y):
+        """The adversarial batch ``train_step`` trains on (all of it; the step keeps the first
+        ``adv_ratio``), from the kernel of :mod:`cnnvis_tf.attacks`; graph-safe.
+
+        Draws from ``self.seed_generator``: SNR budgets first (when ``adv_snr_db``), then
+        the PGD start.
+        """
+        x = tf.convert_to_tensor(x)
+        box = {"clip_min": self.clip_min, "clip_max": self.clip_max}
+        direction = None
         if self.adv_snr_db is not None:
-            sigma = ops.mean(snr_eps(x, self.adv_snr_db))
-            eps = truncated_normal_eps(sigma, batch, seed=self.seed_generator)
+            direction = _steps.direction(_steps.loss_gradient(self._logits, x, y))
+            sigma = ops.mean(_steps.snr_eps(x, direction, self.adv_snr_db, **box))
+            eps = truncated_normal_eps(sigma, ops.shape(x)[0], seed=self.seed_generator)
         else:
             eps = self.adv_eps
         if self.adv_training == "fgsm":
-            return fgsm_perturb(self.classifier, x, y, eps, self.clip_min, self.clip_max)
-        return pgd_perturb(
-            self.classifier,
-            x,
-            y,
-            eps,
-            self.pgd_steps,
-            None,
-            self.clip_min,
-            self.clip_max,
-            seed=self.seed_generator,
-        )
+            if direction is None:
+                direction = _steps.direction(_steps.loss_gradient(self._logits, x, y))
+            return _steps.fgm_step(x, direction, eps, **box)
+        return _steps.pgd(self._logits, x, y, eps, nb_iter=self.pgd_steps,
+                          seed=self.seed_generator, **box)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -209,7 +186,7 @@ class DefenseModel(keras.Model):
             batch = ops.shape(x)[0]
             n_adv = ops.cast(ops.round(self.adv_ratio * ops.cast(batch, "float32")), "int32")
             is_adv = ops.arange(batch) < n_adv
-            x_adv = ops.stop_gradient(self._adversarial(x, y))
+            x_adv = ops.stop_gradient(self.adversarial_examples(x, y))
             x = ops.where(ops.reshape(is_adv, (-1,) + (1,) * (len(x.shape) - 1)), x_adv, x)
             w = ops.where(is_adv, self.adv_loss_weight, 1.0)
             w = w / ops.mean(w)
