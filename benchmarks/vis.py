@@ -35,12 +35,12 @@ def _timed(fn, repeats=3):
 
 def main(argv):
     del argv
-    from cnnvis_tf import models, rundir
+    from cnnvis_tf import datasets, models, rundir
     from cnnvis_tf.vis import methods, occlusion
 
     if FLAGS.model_dir:
         run = rundir.load_run(FLAGS.model_dir)
-        model, data = run.model, run.load_dataset()
+        model, data = run.model, datasets.load_for_run(run.config)
         x, y, names = data.x_test[:300], data.y_test[:300], run.class_names
         init = os.path.join(run.path, rundir.INITIAL_WEIGHTS)
     else:

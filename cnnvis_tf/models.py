@@ -22,6 +22,7 @@ __all__ = [
     "conv2_pool3_fc200",
     "resnet18",
     "count_params",
+    "feature_model",
 ]
 
 
@@ -259,3 +260,24 @@ def count_params(model):
         if isinstance(layer, keras.layers.Normalization):
             skip += sum(int(np.prod(w.shape)) for w in layer.weights)
     return int(model.count_params()) - skip
+
+
+def feature_model(model, layer_names, *, logits=True):
+    """A functional model sharing ``model``'s layers that returns the outputs of the layers
+    ``layer_names`` (a list, in that order), followed by ``model``'s output when ``logits``.
+
+    The outputs are a list, except for one layer without ``logits`` (a tensor).
+
+    Raises:
+      InputError: if a name is not a layer of ``model``.
+    """
+    names = [layer.name for layer in model.layers]
+    missing = [n for n in layer_names if n not in names]
+    if missing:
+        raise InputError(f"Unknown layer(s) {missing}. Choose among: {', '.join(names)}.")
+    outputs = [model.get_layer(n).output for n in layer_names]
+    outputs += list(model.outputs) if logits else []
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    single = len(layer_names) == 1 and not logits
+    return keras.Model(inputs, outputs[0] if single else outputs,
+                       name=f"{model.name}_features")

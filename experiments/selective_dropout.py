@@ -21,7 +21,7 @@ import time
 import numpy as np
 from absl import flags, logging
 
-from cnnvis_tf import attacks, rundir
+from cnnvis_tf import attacks, datasets, rundir
 from cnnvis_tf.defenses import protocols
 from cnnvis_tf.defenses import selective_dropout_protocol as sdp
 from cnnvis_tf.errors import InputError
@@ -106,7 +106,7 @@ def main(argv):
     start = time.time()
     run = rundir.load_run(FLAGS.model_dir)
     sdp.check_layers(run.model, layers)
-    data = run.load_dataset(FLAGS.data_dir)
+    data = datasets.load_for_run(run.config, FLAGS.data_dir)
     pairs, pair_info = _pairs(run, data)
     np.savez_compressed(os.path.join(out_dir, "adversarial.npz"), x=pairs["x"],
                         x_adv=pairs["x_adv"], y=pairs["y"], pred_clean=pairs["y"],

@@ -14,7 +14,7 @@ import time
 
 from absl import flags, logging
 
-from cnnvis_tf import rundir
+from cnnvis_tf import datasets, rundir
 from cnnvis_tf.errors import InputError
 from experiments import common
 
@@ -50,7 +50,7 @@ def main(argv):
     if not FLAGS.model_dir:
         raise InputError("--model_dir is required: pass the output_dir of experiments.train.")
     run = rundir.load_run(FLAGS.model_dir)
-    data = run.load_dataset()
+    data = datasets.load_for_run(run.config)
     if FLAGS.image_index >= len(data.x_test):
         raise InputError(f"--image_index={FLAGS.image_index} is out of range: the test set has "
                          f"{len(data.x_test)} images.")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cnnvis_tf import testing
+from cnnvis_tf import testing, volatility
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import (
     _model,
@@ -33,6 +33,10 @@ def reloaded(trained, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("model") / "model.keras")
     trained[0].save(path)
     return keras.models.load_model(path)
+
+
+def _predict(model, x):
+    return np.asarray(model(tf.constant(x), training=False))
 
 
 def _direct_grad(model, x, classes):
@@ -70,7 +74,7 @@ def test_smoothgrad_is_seeded_and_differs_from_vanilla(trained):
 def test_integrated_gradients_completeness(trained):
     model, x, y = trained
     attr = saliency.IntegratedGradients(model, steps=64)(x[:2], y[:2])
-    logits, base = _model.predict(model, x[:2]), _model.predict(model, np.zeros_like(x[:2]))
+    logits, base = _predict(model, x[:2]), _predict(model, np.zeros_like(x[:2]))
     gap = logits[[0, 1], y[:2]] - base[[0, 1], y[:2]]
     np.testing.assert_allclose(attr.reshape(2, -1).sum(1), gap, rtol=0.02, atol=0.05)
 
@@ -90,7 +94,7 @@ def test_guided_backprop_and_deconvnet_nonnegative_through_relu_and_differ_from_
     x = np.random.default_rng(1).normal(size=(4, 8, 8, 1)).astype("float32")
     grad = _direct_grad(model, x, [0, 1, 0, 1])
     for cls in (guided.GuidedBackprop, guided.Deconvnet):
-        sig = cls(model)(x, [0, 1, 0, 1])
+        sig = cls(model, clip_min=-5.0, clip_max=5.0)(x, [0, 1, 0, 1])
         assert sig.shape == x.shape
         assert (sig >= 0).all()
         assert not np.allclose(sig, grad)
@@ -99,11 +103,10 @@ def test_guided_backprop_and_deconvnet_nonnegative_through_relu_and_differ_from_
 
 def test_guided_backprop_zero_where_relu_input_negative_and_model_unchanged(trained):
     model, x, y = trained
-    before = _model.predict(model, x[:3])
+    before = _predict(model, x[:3])
     gb = guided.GuidedBackprop(model)
     sig = gb(x[:3], y[:3])
-    np.testing.assert_allclose(_model.predict(gb._copy, x[:3]), before, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(_model.predict(model, x[:3]), before)
+    np.testing.assert_array_equal(_predict(model, x[:3]), before)
     assert not np.allclose(sig, _direct_grad(model, x[:3], y[:3]))
     # a neuron of conv2 and a feature map of it
     assert gb(x[:1], layer="conv2_relu", channel=1, position=(2, 3)).shape == x[:1].shape
@@ -191,13 +194,12 @@ def test_sequential_and_softmax_models_are_accepted(trained):
     np.testing.assert_allclose(saliency.Saliency(seq)(x[:2], y[:2]),
                                saliency.Saliency(model)(x[:2], y[:2]), rtol=1e-5)
     soft = keras.Model(model.inputs[0], keras.layers.Softmax()(model.outputs[0]))
-    np.testing.assert_allclose(_model.predict(_model.logits_model(soft), x[:4]),
-                               _model.predict(model, x[:4]), rtol=1e-5)
+    np.testing.assert_allclose(_model.ResolvedModel(soft).logits(x[:4]),
+                               _predict(model, x[:4]), rtol=1e-5)
     dense_soft = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, "softmax")])
-    lin = _model.logits_model(dense_soft)
     z = np.ones((1, 4), "float32")
-    np.testing.assert_allclose(_model.softmax(_model.predict(lin, z)),
-                               _model.predict(dense_soft, z), rtol=1e-5)
+    lin = _model.ResolvedModel(dense_soft).logits(z)
+    np.testing.assert_allclose(_model.softmax(lin), _predict(dense_soft, z), rtol=1e-5)
     assert cam.GradCAM(seq)(x[:1], y[:1]).shape == (1, 12, 12)
 
 
@@ -283,9 +285,9 @@ def test_adversarial_volatility_groups_and_fooling_rate(trained):
     model, x, y = trained
     rng = np.random.default_rng(0)
     x_adv = np.clip(x[:30] + rng.normal(0, 0.4, x[:30].shape), 0, 1).astype("float32")
-    pred = _model.predict(model, x_adv).argmax(-1)
+    pred = _predict(model, x_adv).argmax(-1)
     pairs = {"x": x[:30], "x_adv": x_adv, "y": y[:30], "pred_clean": y[:30], "pred_adv": pred}
-    res = adversarial.analyze(model, pairs, by="source")
+    res = adversarial.analyze(model, pairs, by="orig")
     assert res["layers"] == ["conv1_relu", "conv2_relu", "fc1_relu"]
     vol = res["volatility/fc1_relu"]
     assert vol.shape == (30, 16) and (vol >= 0).all()
@@ -294,8 +296,52 @@ def test_adversarial_volatility_groups_and_fooling_rate(trained):
     rate = res["fooling_rate/conv2_relu"]
     assert rate.shape == (4,) and 0 <= rate.min() and rate.max() <= 1
     assert rate.sum() == pytest.approx(1.0)  # top 10% of 4 neurons = 1 neuron per pair
-    groups = adversarial.perturbation_groups(pairs["y"], pred, "both")
+    groups = volatility.group_indices(pairs["y"], pred, "both")
     assert sum(len(v) for v in groups.values()) == int((pred != y[:30]).sum())
     assert all("->" in k for k in groups)
     with pytest.raises(InputError, match="grouping"):
-        adversarial.perturbation_groups(pairs["y"], pred, "bogus")
+        volatility.group_indices(pairs["y"], pred, "source")
+
+
+def _direct_scorecam(model, x, classes, layer="conv2_relu"):
+    """Score-CAM from scratch on logits (Wang et al. 2020): w_k = softmax(f(x * M_k))_c,
+    M_k the k-th map upsampled (bilinear) and scaled to [0, 1]; CAM = ReLU(sum_k w_k A_k)."""
+    feats = keras.Model(model.inputs, model.get_layer(layer).output)
+    acts = np.asarray(feats(x))
+    cams = []
+    for img, a, c in zip(x, acts, classes):
+        w = []
+        for k in range(a.shape[-1]):
+            m = tf.image.resize(a[None, :, :, k, None], img.shape[:2], "bilinear")[0].numpy()
+            m = (m - m.min()) / max(m.max() - m.min(), 1e-7)
+            w.append(tf.nn.softmax(model(img[None] * m))[0, c].numpy())
+        cams.append(np.maximum((a * np.asarray(w)).sum(-1), 0))
+    return np.asarray(cams)
+
+
+def test_scorecam_matches_direct_computation_on_logits_and_depends_on_class(trained):
+    model, x, y = trained
+    vis = cam.ScoreCAM(model)
+    for c in range(3):
+        got = vis.low_res(x[:3], np.full(3, c))
+        np.testing.assert_allclose(got, _direct_scorecam(model, x[:3], [c] * 3), rtol=1e-4,
+                                   atol=1e-6)
+    # one softmax only: the maps of different classes differ clearly
+    maps = [vis(x[:3], np.full(3, c), normalize=False) for c in range(3)]
+    assert np.abs(maps[0] - maps[1]).max() > 0.2 * np.abs(maps[0]).max()
+    soft = keras.Model(model.inputs[0], keras.layers.Softmax()(model.outputs[0]))
+    np.testing.assert_allclose(cam.ScoreCAM(soft).low_res(x[:3], y[:3]),
+                               _direct_scorecam(model, x[:3], y[:3]), rtol=1e-4, atol=1e-6)
+
+
+def test_occlusion_covers_the_whole_image_when_stride_does_not_divide(trained):
+    model, x, y = trained
+    occ = occlusion.Occlusion(model, patch_size=5, stride=3)
+    pos, nr, nc = occ.positions(12, 12)
+    assert (nr, nc) == (4, 4) and pos[-1].tolist() == [7, 7]
+    covered = np.zeros((12, 12), bool)
+    for r, c in pos:
+        covered[r : r + 5, c : c + 5] = True
+    assert covered.all()
+    res = occ(x[0], y[0])
+    assert res.heatmap.shape == (4, 4) and len(res.table()) == 16

@@ -8,7 +8,7 @@ import pytest
 
 from cnnvis_tf import testing
 from cnnvis_tf.errors import InputError
-from cnnvis_tf.vis import _model, methods
+from cnnvis_tf.vis import methods
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def ctx(tmp_path_factory):
     x_adv = np.clip(x[:24] + rng.normal(0, 0.4, x[:24].shape), 0, 1).astype("float32")
     adv = str(tmp / "adversarial.npz")
     np.savez(adv, x=x[:24], x_adv=x_adv, y=y[:24], pred_clean=y[:24],
-             pred_adv=_model.predict(model, x_adv).argmax(-1))
+             pred_adv=np.asarray(model(x_adv)).argmax(-1))
     return methods.Context(model, x[:64], y[:64], index=2, class_names=["top", "mid", "low"],
                            initial_weights=init, adversarial=adv, steps=10)
 

@@ -1,7 +1,8 @@
 """Selective dropout: hard-negative training of only the most volatile units of one layer.
 
 The volatility of a unit (a neuron of a Dense layer or a feature map of a Conv layer) is
-``|‖a_adv‖_F - ‖a_orig‖_F|`` averaged over adversarial/original pairs. At iteration ``t``
+``|‖a_adv‖_F - ‖a_orig‖_F|`` averaged over adversarial/original pairs
+(:func:`cnnvis_tf.volatility.unit_volatility`). At iteration ``t``
 the ``ceil(p_t * width)`` most volatile units of the chosen layer are selected, with
 
     p_t = 1 - exp(-alpha t) + p_0 exp(-alpha t),
@@ -28,6 +29,8 @@ import tensorflow as tf
 from keras import ops
 
 from cnnvis_tf.errors import InputError
+from cnnvis_tf.models import feature_model
+from cnnvis_tf.volatility import unit_volatility
 
 __all__ = ["SelectiveDropout", "p_schedule", "num_selected", "unit_volatility", "select_units"]
 
@@ -41,30 +44,6 @@ def p_schedule(t, p0, alpha):
 def num_selected(p, width):
     """``ceil(p * width)``, at least 1 (a tiny tolerance absorbs float round-off)."""
     return max(1, min(width, math.ceil(p * width - 1e-9)))
-
-
-def _unit_norms(activations):
-    a = ops.cast(activations, "float32")
-    if len(a.shape) == 2:
-        return ops.abs(a)
-    axes = tuple(range(1, len(a.shape) - 1))
-    return ops.sqrt(ops.sum(ops.square(a), axis=axes))
-
-
-def unit_volatility(extractor, x_orig, x_adv, batch_size=256):
-    """Mean over pairs of ``|‖a(x_adv)‖_F - ‖a(x_orig)‖_F|`` per unit, as numpy ``(units,)``.
-
-    Args:
-      extractor: model mapping inputs to the layer's activations.
-      x_orig, x_adv: paired arrays of the same shape.
-    """
-    total, n = 0.0, 0
-    for i in range(0, len(x_orig), batch_size):
-        a = _unit_norms(extractor(x_orig[i : i + batch_size], training=False))
-        b = _unit_norms(extractor(x_adv[i : i + batch_size], training=False))
-        total = total + np.asarray(ops.sum(ops.abs(b - a), axis=0))
-        n += int(a.shape[0])
-    return total / max(n, 1)
 
 
 def select_units(volatility, p):
@@ -127,8 +106,7 @@ class SelectiveDropout:
         if activation_layer is None:
             relu = f"{layer_name}_relu"
             activation_layer = relu if relu in names else layer_name
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        self.extractor = keras.Model(inputs, model.get_layer(activation_layer).output)
+        self.extractor = feature_model(model, [activation_layer], logits=False)
         self.optimizer = optimizer or keras.optimizers.SGD(1e-3, momentum=0.9)
         self.loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.unit_vars = [v for v in (self.layer.kernel, self.layer.bias) if v is not None]

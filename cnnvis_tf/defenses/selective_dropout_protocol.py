@@ -22,6 +22,7 @@ import numpy as np
 from cnnvis_tf import evaluation
 from cnnvis_tf.defenses.selective_dropout import SelectiveDropout
 from cnnvis_tf.errors import InputError
+from cnnvis_tf.volatility import GROUPINGS, perturbation_groups
 
 __all__ = [
     "GROUPINGS",
@@ -34,22 +35,6 @@ __all__ = [
     "run_protocol",
     "protocol_tables",
 ]
-
-# Seed 004 Table 1: source and target label, Table 2: source ("Orig"), Table 3: target ("Adv").
-GROUPINGS = {"both": "Both", "orig": "Orig", "adv": "Adv"}
-
-
-def perturbation_groups(y, y_adv, grouping):
-    """Group id per pair: ``y`` (orig), ``y_adv`` (adv) or ``(y, y_adv)`` (both), as ints."""
-    y, y_adv = np.asarray(y, np.int64), np.asarray(y_adv, np.int64)
-    if grouping == "orig":
-        return y
-    if grouping == "adv":
-        return y_adv
-    if grouping == "both":
-        return y * (int(max(y.max(initial=0), y_adv.max(initial=0))) + 1) + y_adv
-    raise InputError(f"Unknown grouping {grouping!r}; choose one of: {', '.join(GROUPINGS)}.")
-
 
 def split_pairs(groups, seed=0):
     """Holds out one random pair per group (seed 004 §5.4); returns (train_idx, val_idx)."""

@@ -11,10 +11,10 @@ References:
   for neural networks robustness." arXiv:1805.10133, 2018 (APSIPA Trans. SIP 2021).
 """
 
-import keras
 from keras import ops
 
 from cnnvis_tf.errors import InputError
+from cnnvis_tf.models import feature_model  # noqa: F401  (re-exported: one helper)
 
 __all__ = [
     "cosine_adjacency",
@@ -114,24 +114,6 @@ def laplacian_smoothness_penalty(representations, labels, gamma, power=1, mask=N
     sigmas = [label_smoothness(r, labels, power, mask) for r in representations]
     diffs = [ops.abs(b - a) for a, b in zip(sigmas[:-1], sigmas[1:])]
     return gamma * ops.sum(ops.stack(diffs)) / float(len(diffs))
-
-
-def feature_model(model, layer_names):
-    """A functional model (sharing ``model``'s layers) returning ``[*features, logits]``.
-
-    Raises:
-      InputError: if a name is not a layer of ``model``.
-    """
-    names = [layer.name for layer in model.layers]
-    missing = [n for n in layer_names if n not in names]
-    if missing:
-        raise InputError(
-            f"Unknown layer(s) {missing} for the smoothness penalty. Choose among: "
-            f"{', '.join(names)}."
-        )
-    outputs = [model.get_layer(n).output for n in layer_names]
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs, outputs + list(model.outputs), name="smoothness_features")
 
 
 def default_smooth_layers(model):

@@ -1,9 +1,10 @@
 """Visualization of CNNs: one module per method family; ``plotting`` draws the figures.
 
 The visualizers take the model in their constructor and the target (class, layer, seed)
-in ``__call__`` and return numpy arrays (the tf-keras-vis / captum convention). They accept
-any Keras model: Sequential and subclassed models are converted to functional ones and a
-softmax head is removed (``_model.logits_model``).
+in ``__call__`` and return numpy arrays (the tf-keras-vis / captum convention). All derive
+from ``_model.Visualizer``, which resolves any Keras classifier -- functional, Sequential,
+subclassed, nested, softmax-headed -- once (``_model.ResolvedModel``) and checks images and
+class lists (``cnnvis_tf.checks``).
 
 Names are imported lazily so that ``import cnnvis_tf.vis.<module>`` stays light.
 """
@@ -13,6 +14,7 @@ import importlib
 _EXPORTS = {
     "ActivationMaximization": "feature_vis",
     "Deconvnet": "guided",
+    "Features": "embedding",
     "DeepDream": "inversion",
     "FeatureInversion": "inversion",
     "GradCAM": "cam",

@@ -1,9 +1,7 @@
 """Clean vs adversarial activations: per-neuron volatility, perturbation groups, averaged
 deconvnet projections and per-neuron fooling rates (seed 004, Sec. 5.2).
 
-A *neuron* is a feature map of a conv layer or a unit of a dense layer; its activity on
-one image is the Frobenius norm of that map (|a| for a unit). Volatility of a neuron on a
-pair is | ||a_adv||_F - ||a_orig||_F |.
+Volatility and perturbation groups are defined once, in :mod:`cnnvis_tf.volatility`.
 
 References:
   Zeiler, M. D. and Fergus, R. Visualizing and Understanding Convolutional Networks.
@@ -16,12 +14,13 @@ import os
 import keras
 import numpy as np
 
+from cnnvis_tf.checks import check_fraction, check_labels
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import _model
 from cnnvis_tf.vis.guided import Deconvnet
+from cnnvis_tf.volatility import group_indices, pair_volatility
 
 PAIR_KEYS = ("x", "x_adv", "y", "pred_clean", "pred_adv")
-GROUPINGS = ("source", "target", "both")
 
 
 def load_pairs(path):
@@ -42,47 +41,26 @@ def load_pairs(path):
 
 
 def default_layers(model):
-    """The activation of every conv and hidden dense layer (``<name>_relu`` if present)."""
-    model = _model.logits_model(model)
-    hidden = [lyr.name for lyr in model.layers[:-1]
-              if isinstance(lyr, (keras.layers.Conv2D, keras.layers.Dense))]
-    return [_model.activation_layer(model, n) for n in hidden]
+    """The activation of every conv and hidden dense layer (``<name>_relu`` if present), for
+    any Keras classifier or :class:`~cnnvis_tf.vis._model.ResolvedModel`."""
+    r = _resolved(model)
+    hidden = [k for k in r.order if k != r.head and
+              isinstance(r.layers[k], (keras.layers.Conv2D, keras.layers.Dense))]
+    return [r.activation_layer(n) for n in hidden]
 
 
-def neuron_norms(model, x, layers, batch_size=256):
-    """Per-neuron activity (Frobenius norm over space) -> {layer: (N, neurons)}."""
-    model = _model.logits_model(model)
-    outs = _model.predict(_model.feature_model(model, layers), x, batch_size)
-    outs = outs if isinstance(outs, list) else [outs]
-    norms = {}
-    for name, a in zip(layers, outs):
-        a = a.reshape(len(a), -1, a.shape[-1])
-        norms[name] = np.sqrt((a.astype("float64") ** 2).sum(axis=1)).astype("float32")
-    return norms
+def _resolved(model):
+    return model if isinstance(model, _model.ResolvedModel) else _model.ResolvedModel(
+        model, "adversarial_diff")
 
 
-def volatility(model, x, x_adv, layers):
-    """{layer: (N, neurons)} | ||a(x_adv)||_F - ||a(x)||_F | per pair and neuron."""
-    clean, adv = neuron_norms(model, x, layers), neuron_norms(model, x_adv, layers)
-    return {name: np.abs(adv[name] - clean[name]) for name in layers}
-
-
-def perturbation_groups(y, pred_adv, by="both", successful_only=True):
-    """Pair indices grouped by source label, adversarial (target) label, or both.
-
-    Returns:
-      dict mapping a key ("3", "->8" or "3->8") to an index array.
-    """
-    if by not in GROUPINGS:
-        raise InputError(f"Unknown grouping {by!r}. Choose one of: {', '.join(GROUPINGS)}.")
-    y, pred_adv = np.asarray(y), np.asarray(pred_adv)
-    keep = np.flatnonzero(pred_adv != y) if successful_only else np.arange(len(y))
-    keys = {"source": lambda i: f"{y[i]}", "target": lambda i: f"->{pred_adv[i]}",
-            "both": lambda i: f"{y[i]}->{pred_adv[i]}"}[by]
-    groups = {}
-    for i in keep:
-        groups.setdefault(keys(i), []).append(i)
-    return {k: np.asarray(v, dtype="int64") for k, v in sorted(groups.items())}
+def volatility(model, x, x_adv, layers, batch_size=256):
+    """{layer: (N, neurons)} volatility per pair and neuron (:mod:`cnnvis_tf.volatility`)."""
+    r = _resolved(model)
+    layers = list(layers)
+    clean = r.predict(x, layers, batch_size=batch_size)
+    adv = r.predict(x_adv, layers, batch_size=batch_size)
+    return {name: pair_volatility(c, a) for name, c, a in zip(layers, clean, adv)}
 
 
 def fooling_rate(vol, fraction=0.1):
@@ -97,18 +75,20 @@ def fooling_rate(vol, fraction=0.1):
 
 
 def analyze(model, pairs, layers=None, by="both", fraction=0.1, project_layer=None,
-            max_groups=4):
+            max_groups=4, *, clip_min=0.0, clip_max=1.0):
     """Everything behind the ``adversarial_diff`` figure.
 
     Args:
-      model: any Keras model.
+      model: any Keras classifier.
       pairs: dict with :data:`PAIR_KEYS` (see :func:`load_pairs`).
       layers: layer names (default :func:`default_layers`).
-      by: perturbation grouping: ``"source"``, ``"target"`` or ``"both"``.
+      by: perturbation grouping, one of :data:`cnnvis_tf.volatility.GROUPINGS`
+        (``"both"``, ``"orig"`` or ``"adv"``).
       fraction: top fraction of neurons counted as fooled in :func:`fooling_rate`.
       project_layer: layer whose activations are projected back to the image by the
         deconvnet and averaged per group (default the first of ``layers``).
       max_groups: projections are computed for the largest groups only.
+      clip_min, clip_max: the model's input range.
 
     Returns:
       dict: ``layers``; per layer ``volatility/<l>`` (N, neurons), ``ranking/<l>`` neuron
@@ -116,25 +96,28 @@ def analyze(model, pairs, layers=None, by="both", fraction=0.1, project_layer=No
       activation difference (adv - clean) over pairs; ``groups`` {key: indices};
       ``projection/<key>`` (3, H, W, C) mean clean, adversarial and difference projections.
     """
-    model = _model.logits_model(model)
-    layers = list(layers or default_layers(model))
+    deconv = Deconvnet(model, clip_min=clip_min, clip_max=clip_max)
+    r = deconv.resolved
+    layers = list(layers or default_layers(r))
     for name in layers:
-        _model.get_layer(model, name)
-    x, x_adv = _model.as_batch(pairs["x"], model), _model.as_batch(pairs["x_adv"], model)
-    vol = volatility(model, x, x_adv, layers)
-    acts = _model.feature_model(model, layers)
-    clean, adv = _model.predict(acts, x), _model.predict(acts, x_adv)
-    clean, adv = (clean, adv) if isinstance(clean, list) else ([clean], [adv])
+        r.get(name)
+    x, x_adv = deconv.images(pairs["x"], "x"), deconv.images(pairs["x_adv"], "x_adv")
+    if x.shape != x_adv.shape:
+        raise InputError(f"x and x_adv must pair up; received shapes {x.shape} and "
+                         f"{x_adv.shape}.")
+    y = check_labels(pairs["y"], len(x), r.num_classes, name="y")
+    pred_adv = check_labels(pairs["pred_adv"], len(x), r.num_classes, name="pred_adv")
+    fraction = check_fraction("fraction", fraction, low_open=True)
+    clean, adv = r.predict(x, layers), r.predict(x_adv, layers)
     out = {"layers": layers}
     for i, name in enumerate(layers):
-        v = vol[name]
+        v = pair_volatility(clean[i], adv[i])
         out[f"volatility/{name}"] = v
         out[f"ranking/{name}"] = np.argsort(-v.mean(axis=0))
         out[f"fooling_rate/{name}"] = fooling_rate(v, fraction)
         out[f"mean_diff/{name}"] = (adv[i] - clean[i]).mean(axis=0)
-    groups = perturbation_groups(pairs["y"], pairs["pred_adv"], by)
+    groups = group_indices(y, pred_adv, by)
     out["groups"] = groups
-    deconv = Deconvnet(model)
     proj = project_layer or layers[0]
     out["project_layer"] = proj
     for key in sorted(groups, key=lambda k: -len(groups[k]))[:max_groups]:

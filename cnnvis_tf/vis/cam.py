@@ -1,4 +1,8 @@
-"""Class activation maps through tf-keras-vis: Grad-CAM, Grad-CAM++ and Score-CAM.
+"""Class activation maps: Grad-CAM, Grad-CAM++ and Score-CAM.
+
+The maps are computed here from the feature maps ``A`` (N, h, w, K) of one layer and the
+class logits, both read in one hooked pass (:class:`~cnnvis_tf.vis._model.ResolvedModel`),
+so every model type works; they are then upsampled bilinearly to the input size.
 
 References:
   Selvaraju, R. R. et al. Grad-CAM: Visual Explanations from Deep Networks via
@@ -9,39 +13,35 @@ References:
   Networks. CVPR workshops 2020.
 """
 
-import contextlib
-import io
-import warnings
-
-import keras
 import numpy as np
-from tf_keras_vis.gradcam import Gradcam
-from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
-from tf_keras_vis.scorecam import Scorecam
-from tf_keras_vis.utils.scores import CategoricalScore
+import tensorflow as tf
 
-from cnnvis_tf.errors import InputError
+from cnnvis_tf.checks import check_positive_int
 from cnnvis_tf.vis import _model
 
 
-class _Cam:
-    _tkv = None
-    _softmax_output = False
+def upsample(maps, size):
+    """Bilinear resize of (N, h, w[, K]) maps to ``size`` (H, W)."""
+    maps = tf.convert_to_tensor(maps, tf.float32)
+    squeeze = len(maps.shape) == 3
+    out = tf.image.resize(maps[..., None] if squeeze else maps, size, "bilinear")
+    return (out[..., 0] if squeeze else out).numpy()
 
-    def __init__(self, model, layer=None):
-        self.model = _model.logits_model(model)
-        convs = _model.conv_layers(self.model)
-        self.layer = layer or _model.last_spatial_layer(self.model)
-        if len(_model.get_layer(self.model, self.layer).output.shape) != 4:
-            raise InputError(
-                f"Layer {self.layer!r} has no spatial output; CAMs need a conv layer such as "
-                f"one of: {', '.join(convs)}."
-            )
-        vis_model = self.model
-        if self._softmax_output:
-            probs = keras.layers.Softmax(name="cam_softmax")(self.model.outputs[0])
-            vis_model = keras.Model(self.model.inputs[0], probs)
-        self._vis = self._tkv(vis_model, clone=False)
+
+def normalize(maps):
+    """Each map scaled to [0, 1] (an all-constant map becomes 0)."""
+    maps = np.asarray(maps, "float32")
+    lo = maps.min(axis=tuple(range(1, maps.ndim)), keepdims=True)
+    hi = maps.max(axis=tuple(range(1, maps.ndim)), keepdims=True)
+    return (maps - lo) / np.maximum(hi - lo, 1e-7)
+
+
+class _Cam(_model.Visualizer):
+    def _resolve_layer(self, layer):
+        r = self.resolved
+        name = r.last_spatial_layer() if layer is None else layer
+        r.get(name)
+        return _model.spatial_layer(r, name, type(self).__name__)
 
     def __call__(self, x, classes=None, normalize=True):
         """Class activation maps.
@@ -54,58 +54,81 @@ class _Cam:
         Returns:
           float32 (N, H, W) maps upsampled to the input size.
         """
-        x = _model.as_batch(x, self.model)
-        classes = _model.resolve_classes(self.model, x, classes)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            cam = self._vis(
-                CategoricalScore(classes.tolist()),
-                x,
-                penultimate_layer=self.layer,
-                seek_penultimate_conv_layer=False,
-                normalize_cam=normalize,
-                **self._extra(),
-            )
-        return np.asarray(cam, dtype="float32")
+        x = self.images(x)
+        classes = self.classes(x, classes)
+        cam = self.low_res(x, classes)
+        cam = upsample(cam, x.shape[1:3])
+        return _normalize(cam) if normalize else cam.astype("float32")
 
-    def _extra(self):
-        return {}
+    def _grads(self, x, classes):
+        xt = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            logits, rec, _ = self.resolved.run(xt, [self.layer])
+            score = tf.gather(logits, classes, axis=1, batch_dims=1)
+        acts = rec[self.layer]
+        return np.asarray(acts), tape.gradient(score, acts).numpy()
+
+
+_normalize = normalize
 
 
 class GradCAM(_Cam):
     """Grad-CAM: ReLU of the feature maps weighted by their average class gradient.
 
     Args:
-      model: any Keras model.
-      layer: conv layer to read; ``None`` is the last spatial layer (rectified, pooled maps
-        of the last conv; the pre-ReLU conv output often gives an all-zero CAM).
+      model: any Keras classifier.
+      layer: layer to read; ``None`` is the last spatial layer (rectified, pooled maps of
+        the last conv; the pre-ReLU conv output often gives an all-zero CAM).
+      clip_min, clip_max: the model's input range.
     """
 
-    _tkv = Gradcam
+    def low_res(self, x, classes):
+        """(N, h, w) maps at the layer's resolution (Selvaraju et al. Eq. 1-2)."""
+        a, g = self._grads(x, classes)
+        w = g.mean(axis=(1, 2), keepdims=True)
+        return np.maximum((w * a).sum(axis=-1), 0.0)
 
 
 class GradCAMPlusPlus(_Cam):
-    """Grad-CAM++: higher-order weighting of positive gradients (same args as GradCAM)."""
+    """Grad-CAM++: pixel-weighted positive gradients (same arguments as GradCAM)."""
 
-    _tkv = GradcamPlusPlus
+    def low_res(self, x, classes):
+        """(N, h, w) maps (Chattopadhyay et al. Eq. 19 with the exponential score; its
+        positive factor exp(S_c) only scales each map and is dropped)."""
+        a, g = self._grads(x, classes)
+        g2, g3 = g**2, g**3
+        denom = 2.0 * g2 + a.sum(axis=(1, 2), keepdims=True) * g3
+        alpha = np.where(denom != 0, g2 / np.where(denom != 0, denom, 1.0), 0.0)
+        w = (alpha * np.maximum(g, 0.0)).sum(axis=(1, 2), keepdims=True)
+        return np.maximum((w * a).sum(axis=-1), 0.0)
 
 
 class ScoreCAM(_Cam):
-    """Score-CAM: feature maps weighted by the softmax score of the image masked by each map.
+    """Score-CAM: feature maps weighted by the softmax score of the class on the image
+    masked by each (upsampled, [0, 1]-normalized) map.
+
+    The softmax is applied once, to the logits (a softmax head of the model is removed).
 
     Args:
-      model: any Keras model (its logits are passed through a softmax, as in the paper).
-      layer: conv layer to read; ``None`` is the last spatial layer (rectified, pooled maps
-        of the last conv; the pre-ReLU conv output often gives an all-zero CAM).
+      model: any Keras classifier.
+      layer: as for GradCAM.
       batch_size: masked images per forward pass.
+      clip_min, clip_max: the model's input range.
     """
 
-    _tkv = Scorecam
-    _softmax_output = True
+    def __init__(self, model, layer=None, batch_size=64, *, clip_min=0.0, clip_max=1.0):
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        super().__init__(model, layer, clip_min=clip_min, clip_max=clip_max)
 
-    def __init__(self, model, layer=None, batch_size=64):
-        super().__init__(model, layer)
-        self.batch_size = int(batch_size)
-
-    def _extra(self):
-        return {"batch_size": self.batch_size}
+    def low_res(self, x, classes):
+        """(N, h, w) maps: ReLU(sum_k w_k A_k), w_k = softmax(f(x * M_k))_c (Wang et al.
+        Eq. 4-6)."""
+        acts = self.resolved.predict(x, [self.layer])[0]
+        out = np.zeros(acts.shape[:3], "float32")
+        for i, (img, a, c) in enumerate(zip(x, acts, classes)):
+            masks = normalize(np.moveaxis(upsample(a[None], x.shape[1:3])[0], -1, 0))
+            masked = img[None] * masks[..., None]  # (K, H, W, C)
+            probs = _model.softmax(self.resolved.logits(masked, self.batch_size))
+            out[i] = np.maximum((a * probs[:, c]).sum(axis=-1), 0.0)
+        return out

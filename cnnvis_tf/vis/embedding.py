@@ -6,28 +6,43 @@ References:
   Convolutional Neural Networks. NeurIPS 2012 (nearest neighbours in feature space, Fig. 4).
 """
 
-import keras
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.neighbors import NearestNeighbors
 
+from cnnvis_tf.checks import check_labels, check_positive_int
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import _model
 
 
-def features(model, x, layer=None, batch_size=256):
-    """Flattened features of images ``x``: the input of the last layer by default.
+class Features(_model.Visualizer):
+    """Flattened features of a layer: the input of the layer producing the logits (the
+    penultimate features) by default, at any nesting depth.
 
-    Returns:
-      float32 (N, D).
+    Args:
+      model: any Keras classifier.
+      layer: a layer name whose output is read instead.
+      clip_min, clip_max: the model's input range.
     """
-    model = _model.logits_model(model)
-    out = (_model.penultimate_output(model) if layer is None
-           else _model.get_layer(model, layer).output)
-    feats = _model.predict(keras.Model(model.inputs[0], out), _model.as_batch(x, model),
-                           batch_size)
-    return feats.reshape(len(feats), -1).astype("float32")
+
+    def __call__(self, x, batch_size=256):
+        """Returns float32 (N, D) features of images ``x``."""
+        x = self.images(x)
+        r = self.resolved
+        if self.layer is not None:
+            feats = r.predict(x, [self.layer], batch_size=batch_size)[0]
+        elif r.head is not None:
+            feats = r.predict(x, inputs_of=[r.head], batch_size=batch_size)[0]
+        else:
+            raise InputError(f"Features cannot find the layer producing the logits of "
+                             f"{self.model.name!r}; pass layer=<name>.")
+        return feats.reshape(len(feats), -1).astype("float32")
+
+
+def features(model, x, layer=None, batch_size=256, *, clip_min=0.0, clip_max=1.0):
+    """``Features(model, layer)(x)``: flattened features (N, D), penultimate by default."""
+    return Features(model, layer, clip_min=clip_min, clip_max=clip_max)(x, batch_size)
 
 
 def pca(feats, dims=2):
@@ -49,7 +64,7 @@ def tsne(feats, dims=2, perplexity=30.0, seed=0):
     return emb.fit_transform(feats).astype("float32")
 
 
-def neighbors(model, x, queries, k=5, layer=None):
+def neighbors(model, x, queries, k=5, layer=None, *, clip_min=0.0, clip_max=1.0):
     """Nearest neighbours of ``queries`` (indices into ``x``) in feature and pixel space.
 
     The query itself is excluded. Distances are Euclidean.
@@ -58,13 +73,14 @@ def neighbors(model, x, queries, k=5, layer=None):
       dict with ``feature`` and ``pixel`` (len(queries), k) neighbour indices and the
       matching ``feature_dist`` and ``pixel_dist``.
     """
-    queries = np.asarray(queries, dtype="int64")
+    vis = Features(model, layer, clip_min=clip_min, clip_max=clip_max)
+    x = vis.images(x)
+    k = check_positive_int("k", k)
+    queries = check_labels(np.atleast_1d(queries), np.size(queries), len(x), name="queries")
     if len(x) <= k:
         raise InputError(f"Need more than k={k} examples for neighbours, received {len(x)}.")
-    if queries.min() < 0 or queries.max() >= len(x):
-        raise InputError(f"Query indices {queries.tolist()} out of range 0..{len(x) - 1}.")
     out = {}
-    spaces = {"feature": features(model, x, layer), "pixel": np.reshape(x, (len(x), -1))}
+    spaces = {"feature": vis(x), "pixel": np.reshape(x, (len(x), -1))}
     for name, data in spaces.items():
         nn = NearestNeighbors(n_neighbors=k + 1).fit(data)
         dist, idx = nn.kneighbors(data[queries])

@@ -22,6 +22,7 @@ from tf_keras_vis.activation_maximization.input_modifiers import InputModifier
 from tf_keras_vis.activation_maximization.regularizers import Regularizer, TotalVariation2D
 from tf_keras_vis.utils.scores import CategoricalScore
 
+from cnnvis_tf.checks import check_labels, check_positive_int, invalid
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import _model
 
@@ -140,29 +141,34 @@ class Clip(InputModifier):
         return tf.clip_by_value(x, self.lo, self.hi)
 
 
-class ActivationMaximization:
+class ActivationMaximization(_model.Visualizer):
     """Images that maximize a class logit (class model) or a filter's mean activation.
 
     Args:
-      model: any Keras model.
+      model: any Keras classifier.
       layer: ``None`` for class-model visualization; a layer name for filter maximization.
       clip_min, clip_max: the model's input range.
     """
 
     def __init__(self, model, layer=None, clip_min=0.0, clip_max=1.0):
-        self.model = _model.logits_model(model)
-        self.layer = layer
-        self.clip_min, self.clip_max = float(clip_min), float(clip_max)
-        self.target = self.model if layer is None else keras.Model(
-            self.model.inputs[0], _model.get_layer(self.model, layer).output
-        )
-        self.num_units = int(self.target.outputs[0].shape[-1])
+        super().__init__(model, layer, clip_min=clip_min, clip_max=clip_max)
+        r = self.resolved
+        self.target = r.keras_model() if layer is None else r.keras_model([layer], logits=False)
+        self.num_units = (r.num_classes if layer is None else int(r.shapes[layer][-1]))
         self._vis = _TkvAM(self.target, clone=False)
 
     def objective(self, images, indices):
         """The unregularized objective per image: the logit or mean filter activation."""
-        x = _model.as_batch(images, self.model)
-        return CategoricalScore(list(indices))(self.target(x, training=False)).numpy()
+        x = self.images(images, "images")
+        idx = check_labels(np.atleast_1d(np.asarray(indices)), len(x), self.num_units,
+                           name="indices")
+        return CategoricalScore(idx.tolist())(self.target(x, training=False)).numpy()
+
+    def _indices(self, indices):
+        idx = np.atleast_1d(np.asarray(indices))
+        if idx.ndim != 1 or not len(idx):
+            raise invalid("indices", "a non-empty list of unit indices", indices)
+        return check_labels(idx, len(idx), self.num_units, name="indices").tolist()
 
     def __call__(self, indices, steps=100, regularization="l2", learning_rate=0.05,
                  l2_weight=0.1, tv_weight=0.0, jitter=1, seed=0):
@@ -181,15 +187,14 @@ class ActivationMaximization:
         Returns:
           float32 (len(indices), H, W, C) images in [clip_min, clip_max].
         """
-        indices = [int(i) for i in np.atleast_1d(indices)]
+        indices = self._indices(indices)
         if regularization not in REGULARIZATIONS:
             raise InputError(f"Unknown regularization {regularization!r}. "
                              f"Choose one of: {', '.join(REGULARIZATIONS)}.")
-        if min(indices) < 0 or max(indices) >= self.num_units:
-            raise InputError(f"Index out of range: {indices}. Use 0..{self.num_units - 1}.")
+        steps = check_positive_int("steps", steps)
         mid = 0.5 * (self.clip_min + self.clip_max)
         rng = np.random.default_rng(seed)
-        shape = (len(indices),) + tuple(self.model.inputs[0].shape[1:])
+        shape = (len(indices),) + tuple(self.resolved.input_shape)
         seed_input = (mid + 0.05 * (self.clip_max - self.clip_min) * rng.standard_normal(shape))
         score = CategoricalScore(indices)
         jit = Jitter(jitter, seed)
@@ -206,7 +211,7 @@ class ActivationMaximization:
             out = self._vis(
                 score, seed_input=seed_input.astype("float32"),
                 input_range=(self.clip_min, self.clip_max), input_modifiers=mods,
-                regularizers=regs, steps=int(steps),
+                regularizers=regs, steps=steps,
                 optimizer=keras.optimizers.Adam(learning_rate),
             )
         return np.asarray(jit.undo(out), dtype="float32")

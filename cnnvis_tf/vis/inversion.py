@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cnnvis_tf.checks import check_positive_int, invalid
 from cnnvis_tf.vis import _model
 
 
@@ -21,24 +22,23 @@ def total_variation(x, beta=2.0):
     return tf.reduce_mean(tf.pow(dx**2 + dy**2 + 1e-8, beta / 2.0), axis=[1, 2, 3])
 
 
-class FeatureInversion:
+class FeatureInversion(_model.Visualizer):
     """Reconstructs an image from its features at ``layer``.
 
     Minimizes ||phi(x) - phi(x0)||^2 / ||phi(x0)||^2 + tv_weight * TV_beta(x) over x in the
     input range, starting from noise (Adam).
 
     Args:
-      model: any Keras model.
+      model: any Keras classifier.
       layer: name of the layer whose features are inverted.
       clip_min, clip_max: the model's input range.
     """
 
     def __init__(self, model, layer, clip_min=0.0, clip_max=1.0):
-        self.model = _model.logits_model(model)
-        self.layer = layer
-        self.features = keras.Model(self.model.inputs[0],
-                                    _model.get_layer(self.model, layer).output)
-        self.clip_min, self.clip_max = float(clip_min), float(clip_max)
+        if layer is None:
+            raise invalid("layer", "the name of a layer of the model", layer)
+        super().__init__(model, layer, clip_min=clip_min, clip_max=clip_max)
+        self.features = self.resolved.keras_model([layer], logits=False)
 
     def losses(self, x, target, tv_weight, beta=2.0):
         """(feature loss, total loss) per image for candidate images ``x``."""
@@ -56,7 +56,8 @@ class FeatureInversion:
           (images, history): float32 (N, H, W, C) reconstructions and (steps + 1, 2) mean
           feature loss and total loss, first row at the starting image.
         """
-        x = _model.as_batch(x, self.model)
+        x = self.images(x)
+        steps = check_positive_int("steps", steps)
         target = self.features(x, training=False)
         rng = np.random.default_rng(seed)
         mid = 0.5 * (self.clip_min + self.clip_max)
@@ -64,7 +65,7 @@ class FeatureInversion:
         var = tf.Variable(init.astype("float32"))
         opt = keras.optimizers.Adam(learning_rate)
         history = []
-        for _ in range(int(steps)):
+        for _ in range(steps):
             with tf.GradientTape() as tape:
                 feat, total = self.losses(var, target, tv_weight, beta)
                 loss = tf.reduce_sum(total)
@@ -76,21 +77,20 @@ class FeatureInversion:
         return var.numpy(), np.asarray(history, dtype="float32")
 
 
-class DeepDream:
+class DeepDream(_model.Visualizer):
     """Amplifies whatever ``layer`` sees: gradient ascent on mean(activation^2) / 2.
 
     Args:
-      model: any Keras model.
+      model: any Keras classifier.
       layer: name of the layer to amplify.
       clip_min, clip_max: the model's input range.
     """
 
     def __init__(self, model, layer, clip_min=0.0, clip_max=1.0):
-        self.model = _model.logits_model(model)
-        self.layer = layer
-        self.features = keras.Model(self.model.inputs[0],
-                                    _model.get_layer(self.model, layer).output)
-        self.clip_min, self.clip_max = float(clip_min), float(clip_max)
+        if layer is None:
+            raise invalid("layer", "the name of a layer of the model", layer)
+        super().__init__(model, layer, clip_min=clip_min, clip_max=clip_max)
+        self.features = self.resolved.keras_model([layer], logits=False)
 
     def objective(self, x):
         """mean(activation^2) / 2 per image."""
@@ -103,10 +103,11 @@ class DeepDream:
         Returns:
           (images, objective): float32 (N, H, W, C) and (steps + 1,) mean objective.
         """
-        x = tf.convert_to_tensor(_model.as_batch(x, self.model))
+        x = tf.convert_to_tensor(self.images(x))
+        steps = check_positive_int("steps", steps)
         rng = np.random.default_rng(seed)
         history = [float(tf.reduce_mean(self.objective(x)))]
-        for _ in range(int(steps)):
+        for _ in range(steps):
             dy, dx = (rng.integers(-jitter, jitter + 1, 2) if jitter else (0, 0))
             shifted = tf.roll(x, shift=[int(dy), int(dx)], axis=[1, 2])
             with tf.GradientTape() as tape:

@@ -7,14 +7,25 @@ References:
   Li, H. et al. Visualizing the Loss Landscape of Neural Nets. NeurIPS 2018.
 """
 
+import contextlib
 import os
 import warnings
 
-import keras
 import numpy as np
 
+from cnnvis_tf.checks import check_labels, check_positive, check_positive_int, invalid
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import _model
+
+
+@contextlib.contextmanager
+def _restored(model):
+    """Restores ``model``'s weights on exit (the landscape moves them temporarily)."""
+    saved = model.get_weights()
+    try:
+        yield
+    finally:
+        model.set_weights(saved)
 
 
 def initial_weights(model, path):
@@ -23,39 +34,48 @@ def initial_weights(model, path):
     if not path or not os.path.exists(path):
         raise InputError(f"The initial weights {path!r} are missing. Use a run directory "
                          "written by experiments.train (it saves initial.weights.h5).")
-    clone = keras.models.clone_model(_model.as_functional(model))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # optimizer variables are not needed
-            clone.load_weights(path)
-    except (OSError, ValueError) as e:
-        raise InputError(f"Cannot load initial weights from {path!r} ({e}). Rerun "
-                         "experiments.train, which writes initial.weights.h5.") from e
-    return clone.get_weights()
+    _model.ResolvedModel(model, "initial_weights")
+    with _restored(model):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # optimizer variables are not needed
+                model.load_weights(path)
+        except (OSError, ValueError) as e:
+            raise InputError(f"Cannot load initial weights from {path!r} ({e}). Rerun "
+                             "experiments.train, which writes initial.weights.h5.") from e
+        return model.get_weights()
 
 
 def evaluate(model, x, y, batch_size=256):
-    """(mean cross-entropy from logits, accuracy) of ``model`` on ``(x, y)``."""
-    logits = _model.predict(model, x, batch_size).astype("float64")
+    """(mean cross-entropy from logits, accuracy) of ``model`` (any Keras classifier or a
+    ResolvedModel) on ``(x, y)``."""
+    r = model if isinstance(model, _model.ResolvedModel) else _model.ResolvedModel(
+        model, "evaluate")
+    logits = r.logits(x, batch_size).astype("float64")
     z = logits - logits.max(axis=-1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
     y = np.asarray(y, dtype="int64")
     return float(-logp[np.arange(len(y)), y].mean()), float((logits.argmax(-1) == y).mean())
 
 
-class _Evaluator:
-    def __init__(self, model, x, y, batch_size):
-        self.model = _model.logits_model(model)
+class _Evaluator(_model.Visualizer):
+    """Loss and accuracy of the model with other weights (set temporarily, see
+    :func:`_restored`)."""
+
+    def __init__(self, model, x, y, batch_size, clip_min=0.0, clip_max=1.0):
+        super().__init__(model, clip_min=clip_min, clip_max=clip_max)
         self.theta = [np.asarray(w) for w in self.model.get_weights()]
-        self.clone = keras.models.clone_model(self.model)
-        self.x, self.y, self.batch_size = x, y, batch_size
+        self.x = self.images(x)
+        self.y = check_labels(y, len(self.x), self.resolved.num_classes)
+        self.batch_size = check_positive_int("batch_size", batch_size)
 
     def __call__(self, weights):
-        self.clone.set_weights(weights)
-        return evaluate(self.clone, self.x, self.y, self.batch_size)
+        self.model.set_weights(weights)
+        return evaluate(self.resolved, self.x, self.y, self.batch_size)
 
 
-def loss_1d(model, start_weights, x, y, alphas=None, batch_size=256):
+def loss_1d(model, start_weights, x, y, alphas=None, batch_size=256, *, clip_min=0.0,
+            clip_max=1.0):
     """Loss and accuracy along theta(alpha) = (1 - alpha) * start + alpha * theta_model.
 
     Args:
@@ -68,14 +88,17 @@ def loss_1d(model, start_weights, x, y, alphas=None, batch_size=256):
       dict with ``alpha``, ``loss`` and ``accuracy`` arrays (data loss, no penalties).
     """
     alphas = np.linspace(-0.25, 1.25, 25) if alphas is None else np.asarray(alphas, "float64")
-    ev = _Evaluator(model, x, y, batch_size)
+    ev = _Evaluator(model, x, y, batch_size, clip_min, clip_max)
+    if not np.all(np.isfinite(alphas)) or alphas.ndim != 1 or not len(alphas):
+        raise invalid("alphas", "a non-empty list of finite numbers", alphas)
     if len(start_weights) != len(ev.theta) or any(
         np.shape(a) != np.shape(b) for a, b in zip(start_weights, ev.theta)
     ):
         raise InputError("The start weights do not match the model's weights. Pass the "
                          "initial.weights.h5 of the same run.")
-    res = [ev([(1 - a) * w0 + a * w1 for w0, w1 in zip(start_weights, ev.theta)])
-           for a in alphas]
+    with _restored(ev.model):
+        res = [ev([(1 - a) * w0 + a * w1 for w0, w1 in zip(start_weights, ev.theta)])
+               for a in alphas]
     return {"alpha": alphas.astype("float32"), "loss": np.array([r[0] for r in res], "float32"),
             "accuracy": np.array([r[1] for r in res], "float32")}
 
@@ -98,7 +121,8 @@ def filter_normalized_direction(model, rng):
     return out
 
 
-def loss_2d(model, x, y, span=1.0, resolution=11, seed=0, batch_size=256):
+def loss_2d(model, x, y, span=1.0, resolution=11, seed=0, batch_size=256, *, clip_min=0.0,
+            clip_max=1.0):
     """Loss surface f(a, b) = L(theta + a * d1 + b * d2) on a square grid.
 
     Args:
@@ -112,18 +136,21 @@ def loss_2d(model, x, y, span=1.0, resolution=11, seed=0, batch_size=256):
       dict with ``a``, ``b`` (resolution,), ``loss`` and ``accuracy`` (resolution,
       resolution) indexed [b, a].
     """
-    if int(resolution) < 2:
-        raise InputError(f"resolution must be >= 2. Received: resolution={resolution}")
-    ev = _Evaluator(model, x, y, batch_size)
+    resolution = check_positive_int("resolution", resolution)
+    if resolution < 2:
+        raise invalid("resolution", "an integer >= 2", resolution)
+    span = check_positive("span", span)
+    ev = _Evaluator(model, x, y, batch_size, clip_min, clip_max)
     rng = np.random.default_rng(seed)
     d1 = filter_normalized_direction(ev.model, rng)
     d2 = filter_normalized_direction(ev.model, rng)
-    grid = np.linspace(-span, span, int(resolution))
+    grid = np.linspace(-span, span, resolution)
     loss = np.zeros((len(grid), len(grid)), "float32")
     acc = np.zeros_like(loss)
-    for i, b in enumerate(grid):
-        for j, a in enumerate(grid):
-            w = [t + a * u + b * v for t, u, v in zip(ev.theta, d1, d2)]
-            loss[i, j], acc[i, j] = ev(w)
+    with _restored(ev.model):
+        for i, b in enumerate(grid):
+            for j, a in enumerate(grid):
+                w = [t + a * u + b * v for t, u, v in zip(ev.theta, d1, d2)]
+                loss[i, j], acc[i, j] = ev(w)
     return {"a": grid.astype("float32"), "b": grid.astype("float32"), "loss": loss,
             "accuracy": acc}

@@ -68,6 +68,10 @@ def _attr(ctx, maps, title, label, signed=False, overlay=False):
     return Output({"map": maps, "image": ctx.image, "label": ctx.label}, None, fig)
 
 
+def _clip(ctx):
+    return {"clip_min": ctx.clip_min, "clip_max": ctx.clip_max}
+
+
 def _filters(ctx):
     r = weights.filters(ctx.model, ctx.layer)
     return Output({"kernel": r["kernel"]}, None, plotting.filters(r["kernel"], r["rgb"],
@@ -75,13 +79,14 @@ def _filters(ctx):
 
 
 def _activations(ctx):
-    maps = weights.activations(ctx.model, ctx.image, [ctx.layer] if ctx.layer else None)
+    maps = weights.activations(ctx.model, ctx.image, [ctx.layer] if ctx.layer else None,
+                               **_clip(ctx))
     fig = plotting.activations(ctx.image, maps, f"Activation maps, image {ctx.index}")
     return Output(maps, None, fig)
 
 
 def _occlusion(ctx):
-    occ = occlusion.Occlusion(ctx.model, fill=0.5 * (ctx.clip_min + ctx.clip_max))
+    occ = occlusion.Occlusion(ctx.model, **_clip(ctx))
     r = occ(ctx.image, ctx.label)
     fig = plotting.occlusion(ctx.image, r, min(occ.patch_size, *ctx.image.shape[:2]),
                              ctx.class_names)
@@ -91,29 +96,30 @@ def _occlusion(ctx):
 
 
 def _saliency(ctx, cls=saliency.Saliency, title="Saliency |d score / dx|"):
-    return _attr(ctx, cls(ctx.model)(ctx.image, ctx.label, seed=ctx.seed), title,
+    return _attr(ctx, cls(ctx.model, **_clip(ctx))(ctx.image, ctx.label, seed=ctx.seed), title,
                  "max over channels of |gradient|")
 
 
 def _cam(cls, title):
     def run(ctx):
-        maps = cls(ctx.model, ctx.layer)(ctx.image, ctx.label)
+        maps = cls(ctx.model, ctx.layer, **_clip(ctx))(ctx.image, ctx.label)
         return _attr(ctx, maps, title, "normalized CAM", overlay=True)
 
     return run
 
 
 def _ig(ctx):
-    maps = saliency.IntegratedGradients(ctx.model)(ctx.image, ctx.label, baseline=ctx.clip_min)
+    ig = saliency.IntegratedGradients(ctx.model, **_clip(ctx))
+    maps = ig(ctx.image, ctx.label, baseline=ctx.clip_min)
     return _attr(ctx, maps, "Integrated gradients", "attribution (sum over channels)", True)
 
 
 def _relu_rule(cls, title):
     def run(ctx):
-        vis = cls(ctx.model)
+        vis = cls(ctx.model, **_clip(ctx))
         if ctx.layer is None:
             return _attr(ctx, vis(ctx.image, ctx.label), title, "input-space signal", True)
-        channel = guided.strongest_channel(vis.model, ctx.image, ctx.layer, ctx.channel)
+        channel = guided.strongest_channel(vis, ctx.image, ctx.layer, ctx.channel)
         maps = vis(ctx.image, layer=ctx.layer, channel=channel)
         out = _attr(ctx, maps, f"{title} of {ctx.layer}[{channel}]", "input-space signal", True)
         out.arrays["channel"] = channel
@@ -123,9 +129,8 @@ def _relu_rule(cls, title):
 
 
 def _class_model(ctx):
-    n = int(ctx.model.outputs[0].shape[-1])
-    idx = list(range(min(n, 16)))
     am = feature_vis.ActivationMaximization(ctx.model, None, ctx.clip_min, ctx.clip_max)
+    idx = list(range(min(am.num_units, 16)))
     imgs = am(idx, steps=ctx.steps, regularization="yosinski", seed=ctx.seed)
     fig = plotting.images(imgs, [ctx.name(i) for i in idx], "Class models (Yosinski priors)",
                           lo=ctx.clip_min, hi=ctx.clip_max)
@@ -134,7 +139,7 @@ def _class_model(ctx):
 
 
 def _filter_max(ctx):
-    layer = ctx.layer or _model.last_conv_layer(_model.as_functional(ctx.model))
+    layer = ctx.layer or _model.ResolvedModel(ctx.model, "filter_max").last_conv_layer()
     am = feature_vis.ActivationMaximization(ctx.model, layer, ctx.clip_min, ctx.clip_max)
     idx = list(range(min(am.num_units, 16)))
     imgs = am(idx, steps=ctx.steps, regularization="l2", tv_weight=0.1, seed=ctx.seed)
@@ -146,10 +151,10 @@ def _filter_max(ctx):
 
 
 def _act_layers(ctx):
-    model = _model.as_functional(ctx.model)
     if ctx.layer:
         return [ctx.layer]
-    return [_model.activation_layer(model, n) for n in _model.conv_layers(model)]
+    r = _model.ResolvedModel(ctx.model, "inversion")
+    return [r.activation_layer(n) for n in r.conv_layers()] or [r.last_conv_layer()]
 
 
 def _inversion(ctx):
@@ -176,7 +181,7 @@ def _deepdream(ctx):
 
 def _top_patches(ctx):
     layer = _act_layers(ctx)[-1]
-    r = patches.top_patches(ctx.model, ctx.x, layer, k=8)
+    r = patches.top_patches(ctx.model, ctx.x, layer, k=8, **_clip(ctx))
     c, k = r["patches"].shape[:2]
     titles = [f"ch {ch}: {a:.2f}" for ch, row in zip(r["channels"], r["activations"])
               for a in row]
@@ -187,28 +192,28 @@ def _top_patches(ctx):
 
 
 def _pca(ctx):
-    proj, var = embedding.pca(embedding.features(ctx.model, ctx.x))
+    proj, var = embedding.pca(embedding.features(ctx.model, ctx.x, **_clip(ctx)))
     fig = plotting.embedding(proj, ctx.y, ctx.class_names, "PCA of penultimate features",
                              f"PC1 ({var[0]:.0%} var.)", f"PC2 ({var[1]:.0%} var.)")
     return Output({"points": proj, "labels": ctx.y, "explained_variance": var}, None, fig)
 
 
 def _tsne(ctx):
-    pts = embedding.tsne(embedding.features(ctx.model, ctx.x), seed=ctx.seed)
+    pts = embedding.tsne(embedding.features(ctx.model, ctx.x, **_clip(ctx)), seed=ctx.seed)
     fig = plotting.embedding(pts, ctx.y, ctx.class_names, "t-SNE of penultimate features")
     return Output({"points": pts, "labels": ctx.y}, None, fig)
 
 
 def _neighbors(ctx):
     q = np.unique(np.r_[ctx.index, np.arange(min(5, len(ctx.x)))])[:5]
-    r = embedding.neighbors(ctx.model, ctx.x, q, k=5)
+    r = embedding.neighbors(ctx.model, ctx.x, q, k=5, **_clip(ctx))
     fig = plotting.neighbors(ctx.x, q, r["feature"], r["pixel"], ctx.clip_min, ctx.clip_max)
     return Output(dict(r, queries=q), None, fig)
 
 
 def _loss_1d(ctx):
     w0 = landscape.initial_weights(ctx.model, ctx.initial_weights)
-    r = landscape.loss_1d(ctx.model, w0, ctx.x, ctx.y)
+    r = landscape.loss_1d(ctx.model, w0, ctx.x, ctx.y, **_clip(ctx))
     fig = plotting.curve(r["alpha"], {"loss": r["loss"], "accuracy": r["accuracy"]},
                          "alpha (0 = initial, 1 = trained)", "value",
                          "Linear interpolation initial -> trained weights", vlines=(0, 1))
@@ -216,7 +221,7 @@ def _loss_1d(ctx):
 
 
 def _loss_2d(ctx):
-    r = landscape.loss_2d(ctx.model, ctx.x, ctx.y, seed=ctx.seed)
+    r = landscape.loss_2d(ctx.model, ctx.x, ctx.y, seed=ctx.seed, **_clip(ctx))
     fig = plotting.loss_2d(r["a"], r["b"], r["loss"], "Loss surface, filter-normalized "
                            "random directions")
     return Output(r, None, fig)
@@ -226,7 +231,8 @@ def _adversarial_diff(ctx):
     if not ctx.adversarial:
         raise InputError("adversarial_diff needs --adversarial=<experiments.attack "
                          "output_dir>/adversarial.npz.")
-    res = adversarial.analyze(ctx.model, adversarial.load_pairs(ctx.adversarial))
+    res = adversarial.analyze(ctx.model, adversarial.load_pairs(ctx.adversarial),
+                              **_clip(ctx))
     groups = res.pop("groups")
     facts = {"layers": res.pop("layers"), "project_layer": res.pop("project_layer"),
              "groups": {k: v.tolist() for k, v in groups.items()}}
@@ -283,7 +289,7 @@ def run(name, ctx, output_dir):
       list of written paths.
     """
     if ctx.layer is not None:
-        _model.get_layer(_model.as_functional(ctx.model), ctx.layer)
+        _model.ResolvedModel(ctx.model, name).get(ctx.layer)
     out = METHODS[name](ctx)
     paths = [plotting.save(out.figure, os.path.join(output_dir, f"{name}.png"))]
     if out.arrays:

@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 
-from cnnvis_tf.errors import InputError
+from cnnvis_tf.checks import check_positive_int, invalid
 from cnnvis_tf.vis import _model
 
 
@@ -42,9 +42,13 @@ class OcclusionResult:
 
 
 def _starts(size, patch, stride):
+    """Patch starts every ``stride`` pixels, plus the last position ``size - patch`` when the
+    stride does not reach it, so the patches cover the whole image."""
     if patch >= size:
         return [0]
     starts = list(range(0, size - patch + 1, stride))
+    if starts[-1] != size - patch:
+        starts.append(size - patch)
     return starts
 
 
@@ -57,29 +61,31 @@ def occlude(x, positions, patch, fill):
     return out
 
 
-class Occlusion:
+class Occlusion(_model.Visualizer):
     """Occlusion sensitivity evaluated in batches of patch positions.
 
     Args:
-      model: a Keras model outputting logits (a softmax head is handled).
+      model: any Keras classifier (a softmax head is handled).
       patch_size: side of the square patch in pixels (0 covers nothing: a sanity check).
-      stride: step between patch positions in pixels.
-      fill: value written into the patch (0.5 is gray for inputs in [0, 1]).
+      stride: step between patch positions in pixels; the last row and column of positions
+        always touch the image border.
+      fill: value written into the patch (default: the middle of the input range, gray).
       batch_size: occluded images per forward pass.
+      clip_min, clip_max: the model's input range.
     """
 
-    def __init__(self, model, patch_size=14, stride=7, fill=0.5, batch_size=128):
-        if int(patch_size) < 0 or int(stride) < 1:
-            raise InputError(
-                "Invalid value received for argument `patch_size`/`stride`. Expected "
-                f"patch_size >= 0 and stride >= 1. Received: patch_size={patch_size}, "
-                f"stride={stride}"
-            )
-        self.model = _model.logits_model(model)
+    def __init__(self, model, patch_size=14, stride=7, fill=None, batch_size=128, *,
+                 clip_min=0.0, clip_max=1.0):
+        if isinstance(patch_size, bool) or not isinstance(patch_size, (int, np.integer)) or \
+                patch_size < 0:
+            raise invalid("patch_size", "an integer >= 0", patch_size)
         self.patch_size = int(patch_size)
-        self.stride = int(stride)
-        self.fill = float(fill)
-        self.batch_size = int(batch_size)
+        self.stride = check_positive_int("stride", stride)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        super().__init__(model, clip_min=clip_min, clip_max=clip_max)
+        self.fill = 0.5 * (self.clip_min + self.clip_max) if fill is None else float(fill)
+        if not self.clip_min <= self.fill <= self.clip_max:
+            raise invalid("fill", f"a value in [{self.clip_min:g}, {self.clip_max:g}]", fill)
 
     def positions(self, height, width):
         patch = min(self.patch_size, height, width)
@@ -90,7 +96,7 @@ class Occlusion:
         """Occludes one image at every position.
 
         Args:
-          x: one image (H, W, C) in the model's input space.
+          x: one image (H, W, C), or a batch holding one image, in the model's input space.
           label: the true class; ``None`` uses the model's prediction on the clean image.
           batched: evaluate ``batch_size`` positions per forward pass (False: one forward
             per position, kept for the benchmark and the equality test).
@@ -98,17 +104,21 @@ class Occlusion:
         Returns:
           OcclusionResult.
         """
-        x = _model.as_batch(x, self.model)[0]
+        x = self.images(x)
+        if len(x) != 1:
+            raise invalid("x", "one image (H, W, C)", f"a batch of {len(x)} images")
+        label = None if label is None else int(self.classes(x, np.ravel(label), "label")[0])
+        x = x[0]
         h, w = x.shape[:2]
-        base = _model.softmax(_model.predict(self.model, x[None]))[0]
-        label = int(base.argmax()) if label is None else int(label)
+        base = _model.softmax(self.resolved.logits(x[None]))[0]
+        label = int(base.argmax()) if label is None else label
         positions, nr, nc = self.positions(h, w)
         patch = min(self.patch_size, h, w)
         step = self.batch_size if batched else 1
         probs = []
         for i in range(0, len(positions), step):
             batch = occlude(x, positions[i : i + step], patch, self.fill)
-            probs.append(_model.softmax(_model.predict(self.model, batch, batch_size=step)))
+            probs.append(_model.softmax(self.resolved.logits(batch, batch_size=step)))
         probs = np.concatenate(probs)
         true_prob = probs[:, label].astype("float32")
         return OcclusionResult(

@@ -9,10 +9,9 @@ References:
 
 import dataclasses
 
-import keras
 import numpy as np
 
-from cnnvis_tf.errors import InputError
+from cnnvis_tf.checks import check_labels, check_positive_int
 from cnnvis_tf.vis import _model
 
 
@@ -48,32 +47,34 @@ def _layer_rf(layer, rf):
 
 
 def receptive_field(model, layer):
-    """Receptive field of the units of ``layer`` (conv / pooling arithmetic along the graph;
-    at merges the largest field is kept)."""
-    model = _model.as_functional(model)
-    target = _model.get_layer(model, layer)
-    fields = {id(t): ReceptiveField(1.0, 1.0, 0.0) for t in model.inputs}
-    for lyr in model.layers:
-        if isinstance(lyr, keras.layers.InputLayer):
-            continue
-        ins = lyr.input if isinstance(lyr.input, (list, tuple)) else [lyr.input]
-        known = [fields[id(t)] for t in ins if id(t) in fields]
-        if not known:
-            continue
-        fields[id(lyr.output)] = _layer_rf(lyr, max(known, key=lambda f: f.size))
-        if lyr is target:
+    """Receptive field of the units of ``layer`` (conv / pooling arithmetic along the layers
+    in call order, following which layer feeds which; at merges the largest field is kept).
+
+    ``model`` is any Keras classifier or a :class:`~cnnvis_tf.vis._model.ResolvedModel`.
+    """
+    r = model if isinstance(model, _model.ResolvedModel) else _model.ResolvedModel(
+        model, "receptive_field")
+    r.get(layer)
+    fields, prev = {}, ReceptiveField(1.0, 1.0, 0.0)
+    for key in r.order:
+        known = [fields[k] for k in r.inputs_of[key] if k in fields]
+        if not r.inputs_of[key] or any(k is None for k in r.inputs_of[key]):
+            known.append(ReceptiveField(1.0, 1.0, 0.0) if not fields else prev)
+        fields[key] = prev = _layer_rf(r.layers[key], max(known, key=lambda f: f.size))
+        if key == layer:
             break
-    return fields[id(target.output)]
+    return fields[layer]
 
 
-def top_patches(model, x, layer, channels=None, k=9, batch_size=256):
+def top_patches(model, x, layer, channels=None, k=9, batch_size=256, *, clip_min=0.0,
+                clip_max=1.0):
     """The ``k`` input patches that most activate each channel of ``layer``.
 
     Each image counts once per channel (its strongest position); the patch is the unit's
     receptive field, padded with NaN where it leaves the image.
 
     Args:
-      model: any Keras model.
+      model: any Keras classifier.
       x: images (N, H, W, C).
       layer: a layer with spatial output (conv, pooling, activation of a conv).
       channels: channel indices (``None``: the first 8).
@@ -84,21 +85,21 @@ def top_patches(model, x, layer, channels=None, k=9, batch_size=256):
       ``activations`` (len(channels), k), ``indices`` image index and ``positions``
       (len(channels), k, 2), ``channels`` and ``rf_size``.
     """
-    model = _model.as_functional(model)
-    feats = keras.Model(model.inputs[0], _model.get_layer(model, layer).output)
-    if len(feats.outputs[0].shape) != 4:
-        raise InputError(f"Layer {layer!r} has no spatial output. Choose a conv layer: "
-                         f"{', '.join(_model.conv_layers(model))}.")
-    n_ch = int(feats.outputs[0].shape[-1])
-    channels = list(range(min(8, n_ch))) if channels is None else [int(c) for c in channels]
-    if min(channels) < 0 or max(channels) >= n_ch:
-        raise InputError(f"channels {channels} out of range; {layer!r} has {n_ch} channels.")
-    acts = _model.predict(feats, _model.as_batch(x, model), batch_size)[..., channels]
+    vis = _model.Visualizer(model, layer, clip_min=clip_min, clip_max=clip_max)
+    r = vis.resolved
+    _model.spatial_layer(r, layer, "top_patches")
+    x = vis.images(x)
+    k = check_positive_int("k", k)
+    n_ch = int(r.shapes[layer][-1])
+    channels = list(range(min(8, n_ch))) if channels is None else channels
+    channels = check_labels(np.atleast_1d(channels), np.size(channels), n_ch,
+                            name="channels").tolist()
+    acts = r.predict(x, [layer], batch_size=batch_size)[0][..., channels]
     n, h, w, _ = acts.shape
     flat = acts.reshape(n, h * w, len(channels))
     best_pos, best_val = flat.argmax(axis=1), flat.max(axis=1)  # (n, ch)
     k = min(k, n)
-    rf = receptive_field(model, layer)
+    rf = receptive_field(r, layer)
     size = int(np.ceil(rf.size))
     H, W = x.shape[1:3]
     out = np.full((len(channels), k, size, size, x.shape[-1]), np.nan, dtype="float32")

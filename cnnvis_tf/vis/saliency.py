@@ -14,22 +14,23 @@ import tensorflow as tf
 from tf_keras_vis.saliency import Saliency as _TkvSaliency
 from tf_keras_vis.utils.scores import CategoricalScore
 
-from cnnvis_tf.errors import InputError
+from cnnvis_tf.checks import check_nonneg, check_positive_int, invalid
 from cnnvis_tf.vis import _model
 
 
-class Saliency:
+class Saliency(_model.Visualizer):
     """Vanilla saliency: max over channels of |d score_c / d x| (tf-keras-vis ``Saliency``).
 
     Args:
-      model: any Keras model (Sequential and softmax-headed models are converted).
+      model: any Keras classifier (see :class:`~cnnvis_tf.vis._model.Visualizer`).
+      clip_min, clip_max: the model's input range.
     """
 
     smooth_samples = 0
 
-    def __init__(self, model):
-        self.model = _model.logits_model(model)
-        self._vis = _TkvSaliency(self.model, clone=False)
+    def __init__(self, model, *, clip_min=0.0, clip_max=1.0):
+        super().__init__(model, clip_min=clip_min, clip_max=clip_max)
+        self._vis = _TkvSaliency(self.resolved.keras_model(), clone=False)
 
     def __call__(self, x, classes=None, smooth_samples=None, noise=0.2, seed=0):
         """Saliency maps.
@@ -44,11 +45,11 @@ class Saliency:
         Returns:
           float32 (N, H, W) maps, not normalized.
         """
-        x = _model.as_batch(x, self.model)
-        classes = _model.resolve_classes(self.model, x, classes)
-        samples = self.smooth_samples if smooth_samples is None else int(smooth_samples)
-        if samples < 0:
-            raise InputError(f"smooth_samples must be >= 0. Received: {samples}")
+        x = self.images(x)
+        classes = self.classes(x, classes)
+        samples = self.smooth_samples if smooth_samples is None else smooth_samples
+        samples = 0 if samples == 0 else check_positive_int("smooth_samples", samples)
+        noise = check_nonneg("noise", noise)
         state = np.random.get_state()
         np.random.seed(seed)
         try:
@@ -72,32 +73,30 @@ class SmoothGrad(Saliency):
     smooth_samples = 20
 
 
-def gradients(model, x, classes):
+def gradients(resolved, x, classes):
     """d logit_c / d x for each image (N, H, W, C); the maths behind all gradient maps."""
     x = tf.convert_to_tensor(x)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        logits = model(x, training=False)
+        logits = resolved.run(x)[0]
         score = tf.gather(logits, classes, axis=1, batch_dims=1)
     return tape.gradient(score, x).numpy()
 
 
-class IntegratedGradients:
+class IntegratedGradients(_model.Visualizer):
     """Integrated gradients along the straight path from a baseline, batched over steps.
 
     Args:
-      model: any Keras model.
+      model: any Keras classifier.
       steps: interpolation steps (trapezoidal rule over ``steps + 1`` points).
       batch_size: interpolated images per forward/backward pass.
+      clip_min, clip_max: the model's input range.
     """
 
-    def __init__(self, model, steps=32, batch_size=128):
-        if int(steps) < 1:
-            raise InputError(f"Invalid value received for argument `steps`. Expected >= 1. "
-                             f"Received: steps={steps}")
-        self.model = _model.logits_model(model)
-        self.steps = int(steps)
-        self.batch_size = int(batch_size)
+    def __init__(self, model, steps=32, batch_size=128, *, clip_min=0.0, clip_max=1.0):
+        self.steps = check_positive_int("steps", steps)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        super().__init__(model, clip_min=clip_min, clip_max=clip_max)
 
     def __call__(self, x, classes=None, baseline=0.0):
         """Attributions (x - x') * mean gradient on the path.
@@ -111,17 +110,23 @@ class IntegratedGradients:
           float32 (N, H, W, C) attributions; their sum approximates
           ``logit_c(x) - logit_c(baseline)`` (completeness).
         """
-        x = _model.as_batch(x, self.model)
-        classes = _model.resolve_classes(self.model, x, classes)
+        x = self.images(x)
+        classes = self.classes(x, classes)
+        try:
+            base = np.broadcast_to(np.asarray(baseline, "float32"), x.shape[1:])
+        except ValueError as e:
+            raise invalid("baseline", f"a number or an array broadcastable to {x.shape[1:]}",
+                          f"array of shape {np.shape(baseline)}") from e
+        if not np.all(np.isfinite(base)):
+            raise invalid("baseline", "finite values", baseline)
         alphas = np.linspace(0.0, 1.0, self.steps + 1, dtype="float32")
         weights = np.full(self.steps + 1, 1.0 / self.steps, dtype="float32")
         weights[[0, -1]] *= 0.5
         out = np.zeros_like(x)
         for i, (img, c) in enumerate(zip(x, classes)):
-            base = np.broadcast_to(np.asarray(baseline, "float32"), img.shape)
             path = base[None] + alphas[:, None, None, None] * (img - base)[None]
             grads = np.concatenate([
-                gradients(self.model, path[j : j + self.batch_size],
+                gradients(self.resolved, path[j : j + self.batch_size],
                           np.full(len(path[j : j + self.batch_size]), c))
                 for j in range(0, len(path), self.batch_size)
             ])

@@ -7,6 +7,7 @@ References:
 
 import numpy as np
 
+from cnnvis_tf.checks import check_positive_int
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import _model
 
@@ -31,36 +32,39 @@ def filters(model, layer=None, max_filters=64, max_channels=8):
     Raises:
       InputError: if ``layer`` is unknown or not a 2-D convolution.
     """
-    model = _model.as_functional(model)
-    _model.last_conv_layer(model)  # raises if there is no conv layer
-    convs = _model.conv_layers(model)
+    r = _model.ResolvedModel(model, "filters")
+    r.last_conv_layer()  # raises if there is no conv layer
+    convs = r.conv_layers()
     name = layer or convs[0]
-    if _model.get_layer(model, name).name not in convs:
+    r.get(name)
+    if name not in convs:
         raise InputError(
             f"Layer {name!r} is not a Conv2D layer. Choose one of: {', '.join(convs)}."
         )
-    kernel = np.asarray(model.get_layer(name).kernel, dtype="float32")
+    max_filters = check_positive_int("max_filters", max_filters)
+    max_channels = check_positive_int("max_channels", max_channels)
+    kernel = np.asarray(r.layers[name].kernel, dtype="float32")
     rgb = kernel.shape[2] in (1, 3) and name == convs[0]
     cin = kernel.shape[2] if rgb else min(kernel.shape[2], max_channels)
     return {"kernel": kernel[:, :, :cin, :max_filters], "layer": name, "rgb": rgb}
 
 
-def activations(model, x, layers=None):
+def activations(model, x, layers=None, *, clip_min=0.0, clip_max=1.0):
     """Activation maps of every conv layer (after its ReLU when the model has one).
 
     Args:
       model: a Keras model.
-      x: one image (H, W, C) in the model's input space.
+      x: one image (H, W, C) in the model's input space (of a batch, the first image).
       layers: names of layers to read; ``None`` means every Conv2D layer.
 
     Returns:
       dict mapping layer name -> float32 array (h, w, channels) for that image.
     """
-    model = _model.as_functional(model)
-    x = _model.as_batch(x, model)[:1]
-    names = layers or [_model.activation_layer(model, n) for n in _model.conv_layers(model)]
+    vis = _model.Visualizer(model, clip_min=clip_min, clip_max=clip_max)
+    r = vis.resolved
+    x = vis.images(x)[:1]
+    names = list(layers) if layers else [r.activation_layer(n) for n in r.conv_layers()]
     if not names:
         raise InputError("The model has no Conv2D layer. Pass --layer=<name> explicitly.")
-    outs = _model.predict(_model.feature_model(model, names), x)
-    outs = outs if isinstance(outs, list) else [outs]
+    outs = r.predict(x, names)
     return {name: out[0] for name, out in zip(names, outs)}
