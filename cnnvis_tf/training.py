@@ -105,6 +105,18 @@ def make_optimizer(name, learning_rate, *, momentum=0.9, lr_schedule=None, steps
     raise InputError(f"Unknown optimizer {name!r}. Choose adam or sgd.")
 
 
+def check_strategy(name, tpu=None):
+    """Raises :class:`InputError` for an unknown strategy, or ``tpu`` with no TPU in sight
+    (no ``--tpu``, no ``TPU_NAME``, no local TPU device), before anything is written."""
+    if name not in STRATEGIES:
+        raise InputError(f"Unknown strategy {name!r}. Choose one of: {', '.join(STRATEGIES)}.")
+    if name == "tpu" and not tpu and not os.environ.get("TPU_NAME") and \
+            not tf.config.list_logical_devices("TPU"):
+        raise InputError("--strategy=tpu found no TPU on this machine and no --tpu was given; "
+                         "pass --tpu=<name or grpc address> on a TPU host, or use "
+                         "--strategy=default.")
+
+
 def get_strategy(name="default", tpu=None):
     """A ``tf.distribute`` strategy by name: default | mirrored | multi_worker | tpu."""
     if name == "default":
@@ -114,6 +126,7 @@ def get_strategy(name="default", tpu=None):
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
+        check_strategy(name, tpu)
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
             tf.config.experimental_connect_to_cluster(resolver)

@@ -200,7 +200,11 @@ def effective_attack_params(name, kwargs, seed=None):
     if "seed" in out and out["seed"] is None and seed is not None:
         out["seed"] = int(seed)
     if "eps_iter" in out and out["eps_iter"] is None and "nb_iter" in out and "eps" in out:
-        out["eps_iter"] = min(float(out["eps"]), 2.5 * float(out["eps"]) / int(out["nb_iter"]))
+        from cnnvis_tf import checks
+
+        nb_iter = checks.check_positive_int("nb_iter", out["nb_iter"])
+        eps = checks.check_nonneg("eps", out["eps"])
+        out["eps_iter"] = min(eps, 2.5 * eps / nb_iter)
     return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
             for k, v in sorted(out.items())}
 

@@ -20,8 +20,9 @@ class Killed(BaseException):
 
 
 @contextlib.contextmanager
-def kill_at(name, when="before", nth=1):
-    """Within the block, the ``nth`` rename onto ``*name`` raises :class:`Killed`."""
+def kill_at(name, when="before", nth=1, exc=None):
+    """Within the block, the ``nth`` rename onto ``*name`` raises :class:`Killed` (or
+    ``exc``, e.g. ``KeyboardInterrupt`` for Ctrl-C)."""
     real = os.replace
     seen = {"n": 0}
 
@@ -31,7 +32,7 @@ def kill_at(name, when="before", nth=1):
             if seen["n"] == nth:
                 if when == "after":
                     real(src, dst, *args, **kwargs)
-                raise Killed(f"killed {when} writing {dst}")
+                raise (exc or Killed)(f"killed {when} writing {dst}")
         return real(src, dst, *args, **kwargs)
 
     with mock.patch("os.replace", replace):

@@ -120,6 +120,7 @@ class TrainConfig:
             raise InputError("--adv_training=fgsm|pgd needs exactly one of --adv_eps or "
                              "--adv_snr_db.")
         training.parse_lr_schedule(self.lr_schedule)
+        training.check_strategy(self.strategy, self.tpu)
         return self
 
     def settings(self):
