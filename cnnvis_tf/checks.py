@@ -26,6 +26,7 @@ __all__ = [
     "check_labels",
     "looks_like_probabilities",
     "probabilities_to_logits",
+    "parse_floats",
 ]
 
 PROB_TOL = 1e-4
@@ -198,3 +199,23 @@ def probabilities_to_logits(model_fn):
         return tf.math.log(tf.clip_by_value(tf.cast(p, tf.float32), 1e-30, 1.0))
 
     return logits_fn
+
+
+def parse_floats(name, text, *, low=-math.inf, high=math.inf, low_open=False):
+    """Parses a comma-separated list of numbers for flag ``name``, each in the given range.
+
+    Raises:
+      InputError: a non-number, an empty list or a value out of range (one line).
+    """
+    try:
+        values = [float(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"--{name}={text!r} is not a comma-separated list of numbers.") from None
+    lo = "(" if low_open else "["
+    for v in values:
+        if not math.isfinite(v) or v > high or v < low or (low_open and v == low):
+            raise InputError(f"--{name}: {v:g} is outside {lo}{low:g}, {high:g}]; pass values "
+                             "in that range.")
+    if not values:
+        raise InputError(f"--{name} needs at least one value.")
+    return values

@@ -505,7 +505,8 @@ def _augment_fn(pad, flip, seed):
     seed = np.atleast_1d(np.asarray(seed, np.int64))
     base = int(np.random.default_rng(seed.tolist()).integers(0, 2**31 - 1))
 
-    def fn(i, x, y):
+    def fn(i, xy):
+        x, y = xy
         s = tf.stack([tf.constant(base, tf.int64), tf.cast(i, tf.int64)])
         if pad:
             shape = tf.shape(x)

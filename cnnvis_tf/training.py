@@ -301,12 +301,23 @@ def _commit_checkpoint(run_dir, model, epochs_done, seconds):
             os.remove(os.path.join(ckpt, other))
 
 
-def _epoch_dataset(x, y, batch_size, seed, epoch, augment, flip):
+def _epoch_dataset(x, y, batch_size, seed, epoch, augment, flip, replicas=1):
     """The training batches of one epoch: order and augmentation are functions of
-    (seed, epoch) only, so a resumed run sees the same data as an uninterrupted one."""
+    (seed, epoch) only, so a resumed run sees the same data as an uninterrupted one. With
+    several replicas a last batch smaller than the replica count (which would leave a
+    replica without examples) is dropped."""
     order = np.random.default_rng([int(seed), int(epoch)]).permutation(len(x))
+    drop = replicas > 1 and 0 < len(x) % batch_size < replicas
     return datasets_lib.pipeline(x[order], y[order], batch_size, augment=augment, flip=flip,
-                                 seed=(int(seed), int(epoch)))
+                                 seed=(int(seed), int(epoch)), drop_remainder=drop)
+
+
+def _eval_batch_size(n, batch_size, replicas):
+    """A batch size near ``batch_size`` whose last batch gives every replica an example."""
+    bs = batch_size
+    while replicas > 1 and 0 < n % bs < replicas and bs < batch_size + replicas * 4:
+        bs += 1
+    return bs
 
 
 def _check_args(epochs, batch_size):
@@ -379,7 +390,10 @@ def train(
 def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, learning_rate,
                   momentum, lr_schedule, augment, seed, strategy, config, settings, overwrite,
                   callbacks, verbose):
+    replicas = strategy.num_replicas_in_sync
     steps_per_epoch = int(np.ceil(len(data.x_train) / batch_size))
+    if replicas > 1 and 0 < len(data.x_train) % batch_size < replicas:
+        steps_per_epoch -= 1
     with strategy.scope():
         fresh = build_fn()
     classifier = _classifier(fresh)
@@ -445,7 +459,8 @@ def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, lea
 
     val_ds = None
     if getattr(data, "x_val", None) is not None and len(data.x_val):
-        val_ds = datasets_lib.pipeline(data.x_val, data.y_val, batch_size)
+        val_ds = datasets_lib.pipeline(data.x_val, data.y_val,
+                                       _eval_batch_size(len(data.x_val), batch_size, replicas))
     else:
         logging.info("No validation split: the per-epoch curves show training numbers only.")
     if verbose is None:
@@ -454,11 +469,12 @@ def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, lea
     tensorboard = keras.callbacks.TensorBoard(os.path.join(run_dir, rundir.TENSORBOARD))
     for epoch in range(epochs_done, epochs):
         train_ds = _epoch_dataset(data.x_train, data.y_train, batch_size, seed, epoch,
-                                  augment, data.hflip)
+                                  augment, data.hflip, replicas)
         model.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch,
                   callbacks=[logger, tensorboard, *callbacks], verbose=verbose, shuffle=False)
     history = rundir.read_history(run_dir)
-    test_ds = datasets_lib.pipeline(data.x_test, data.y_test, batch_size)
+    test_ds = datasets_lib.pipeline(data.x_test, data.y_test,
+                                    _eval_batch_size(len(data.x_test), batch_size, replicas))
     test = model.evaluate(test_ds, verbose=0, return_dict=True)
     state = rundir.read_json(state_path)
     classifier = _classifier(model)

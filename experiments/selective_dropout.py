@@ -21,10 +21,9 @@ import time
 import numpy as np
 from absl import flags, logging
 
-from cnnvis_tf import attacks, datasets, rundir
-from cnnvis_tf.defenses import protocols
-from cnnvis_tf.defenses import selective_dropout_protocol as sdp
+from cnnvis_tf import attacks, checks, datasets, rundir
 from cnnvis_tf.errors import InputError
+from cnnvis_tf.recipes import selective_dropout as sdp
 from cnnvis_tf.vis import plotting
 from experiments import common
 
@@ -54,11 +53,12 @@ flags.DEFINE_integer("num_test", 1000, "Clean test images scored after training.
 
 def _pairs(run, data):
     if FLAGS.adversarial:
-        if not os.path.isfile(FLAGS.adversarial):
-            raise InputError(f"--adversarial={FLAGS.adversarial!r} does not exist; pass the "
-                             "adversarial.npz written by experiments.attack --attack=lbfgs.")
-        with np.load(FLAGS.adversarial) as f:
-            arrays = {k: f[k] for k in ("x", "x_adv", "y", "pred_clean", "pred_adv")}
+        data = rundir.read_adversarial(FLAGS.adversarial)
+        missing = [k for k in ("pred_clean", "pred_adv") if k not in data]
+        if missing:
+            raise InputError(f"--adversarial={FLAGS.adversarial} lacks {', '.join(missing)}; "
+                             "pass the adversarial.npz written by experiments.attack.")
+        arrays = {k: data[k] for k in ("x", "x_adv", "y", "pred_clean", "pred_adv")}
         return sdp.pairs_from_arrays(**arrays), {"source": FLAGS.adversarial}
     kwargs = attacks.attack_kwargs("lbfgs", params=FLAGS.lbfgs_params)
     logging.info("L-BFGS on %d training images: %s", FLAGS.num_pairs, kwargs)
@@ -90,12 +90,9 @@ def _figures(fig_dir, results, layers, p_values, learning_rates, groupings):
 
 def main(argv):
     del argv
-    out_dir = common.make_output_dir(FLAGS.output_dir)
-    if not FLAGS.model_dir:
-        raise InputError("--model_dir is required: pass the output_dir of experiments.train.")
-    p_values = protocols.parse_floats("p", FLAGS.p, low=0.0, high=1.0, low_open=True)
-    learning_rates = protocols.parse_floats("learning_rates", FLAGS.learning_rates, low=0.0,
-                                            low_open=True)
+    p_values = checks.parse_floats("p", FLAGS.p, low=0.0, high=1.0, low_open=True)
+    learning_rates = checks.parse_floats("learning_rates", FLAGS.learning_rates, low=0.0,
+                                         low_open=True)
     layers = [s.strip() for s in FLAGS.layers.split(",") if s.strip()]
     groupings = [s.strip() for s in FLAGS.groupings.split(",") if s.strip()]
     bad = [g for g in groupings if g not in sdp.GROUPINGS]
@@ -107,10 +104,11 @@ def main(argv):
     run = rundir.load_run(FLAGS.model_dir)
     sdp.check_layers(run.model, layers)
     data = datasets.load_for_run(run.config, FLAGS.data_dir)
+    out_dir = common.make_output_dir(FLAGS.output_dir)
+    common.begin(out_dir, "results.json")
     pairs, pair_info = _pairs(run, data)
-    np.savez_compressed(os.path.join(out_dir, "adversarial.npz"), x=pairs["x"],
-                        x_adv=pairs["x_adv"], y=pairs["y"], pred_clean=pairs["y"],
-                        pred_adv=pairs["y_adv"])
+    rundir.write_adversarial(out_dir, x=pairs["x"], x_adv=pairs["x_adv"], y=pairs["y"],
+                             pred_clean=pairs["y"], pred_adv=pairs["y_adv"])
     n_test = min(FLAGS.num_test, len(data.x_test))
     results = sdp.run_protocol(
         run.model, pairs, groupings=groupings, p_values=p_values, layers=layers,
@@ -119,26 +117,39 @@ def main(argv):
         y_test=data.y_test[:n_test].astype(np.int64) if n_test else None, log=logging.info)
     metrics = {"adv_val": "held-out adversarial images (seed 004 Tables 1-3)",
                "orig_val": "their original images", "test": f"{n_test} clean test images"}
-    lines, csv_rows = [], []
+    lines, csv_rows, columns = [], [], None
     for metric, what in metrics.items():
         if metric == "test" and not n_test:
             continue
-        for number, (grouping, (header, rows)) in enumerate(
+        for number, (grouping, (columns, rows)) in enumerate(
                 sdp.protocol_tables(results, layers, p_values, metric).items(), 1):
             split = results[grouping]["split"]
             title = (f"Table {number} ({what}): grouping {sdp.GROUPINGS[grouping]}, "
                      f"{split['groups']} groups, {split['train']} training / {split['val']} "
                      "held-out pairs.")
-            lines.append(protocols.markdown_table(header, rows, title))
-            csv_rows += [[metric, sdp.GROUPINGS[grouping]] + r for r in rows]
-            csv_header = ["Metric", "Grouping", "Learning rate"] + header[1:]
+            stem = f"table_{metric}_{grouping}"
+            rundir.write_table(os.path.join(out_dir, "tables"), row_label="Learning rate",
+                               columns=columns, rows=rows, title=title, unit="fraction",
+                               stem=stem, digits=4)
+            with open(os.path.join(out_dir, "tables", f"{stem}.md")) as f:
+                lines.append(f.read())
+            csv_rows += [[metric, sdp.GROUPINGS[grouping], lr] + [round(r[c], 6) for c in columns]
+                         for lr, r in rows.items()]
     table = "\n".join(lines)
-    with open(os.path.join(out_dir, "table.md"), "w") as f:
+    with rundir.atomic_open(os.path.join(out_dir, "table.md")) as f:
         f.write(table)
-    protocols.write_csv(os.path.join(out_dir, "table.csv"), csv_header, csv_rows)
+    rundir.write_csv(os.path.join(out_dir, "table.csv"),
+                     [["Metric", "Grouping", "Learning rate"] + [f"{c} (fraction)"
+                                                               for c in columns]] + csv_rows)
     _figures(os.path.join(out_dir, "figures"), results, layers, p_values, learning_rates,
              groupings)
-    rundir.write_json(os.path.join(out_dir, "results.json"), {
+    params = {"layers": layers, "groupings": groupings, "p": p_values,
+              "learning_rates": learning_rates, "epochs": FLAGS.epochs,
+              "batch_size": FLAGS.batch_size, "alpha": FLAGS.alpha, "seed": FLAGS.seed,
+              "num_test": n_test, "pairs": pair_info}
+    rundir.write_record(out_dir, common.record("experiments.selective_dropout", params,
+                                               {FLAGS.model_dir: run.fingerprint}))
+    rundir.write_json(os.path.join(out_dir, "results.json"), {  # completion marker
         "pairs": {"num_pairs": int(len(pairs["y"])), **pair_info},
         "groupings": {g: {"split": r["split"], "runs": {f"{lr:g}": v for lr, v in
                                                         r["runs"].items()}}
@@ -153,5 +164,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("output_dir")
-    common.run(main)
+    common.run(main, required=("model_dir", "output_dir"))

@@ -46,11 +46,12 @@ def main(argv):
                              "output_dir>/adversarial.npz.")
         logging.warning("Skipping adversarial_diff: no --adversarial file given.")
         names.remove("adversarial_diff")
-    out_dir = common.make_output_dir(FLAGS.output_dir)
-    if not FLAGS.model_dir:
-        raise InputError("--model_dir is required: pass the output_dir of experiments.train.")
     run = rundir.load_run(FLAGS.model_dir)
     data = datasets.load_for_run(run.config)
+    if FLAGS.adversarial and "adversarial_diff" in names:
+        rundir.read_adversarial(FLAGS.adversarial)  # a bad file fails before any output
+    out_dir = common.make_output_dir(FLAGS.output_dir)
+    common.begin(out_dir, rundir.CONFIG)
     if FLAGS.image_index >= len(data.x_test):
         raise InputError(f"--image_index={FLAGS.image_index} is out of range: the test set has "
                          f"{len(data.x_test)} images.")
@@ -66,11 +67,20 @@ def main(argv):
         initial_weights=os.path.join(run.path, rundir.INITIAL_WEIGHTS),
         adversarial=FLAGS.adversarial, steps=FLAGS.steps, seed=FLAGS.seed,
     )
-    for name in names:
+    seconds = {}
+    for k, name in enumerate(names, 1):
         start = time.time()
         paths = methods.run(name, ctx, out_dir)
-        logging.info("%s: %.1fs -> %s", name, time.time() - start, ", ".join(paths))
+        seconds[name] = time.time() - start
+        logging.info("[%d/%d] %s: %.1fs -> %s", k, len(names), name, seconds[name],
+                     ", ".join(paths))
+    params = {"methods": names, "image_index": FLAGS.image_index, "layer": FLAGS.layer,
+              "channel": FLAGS.channel, "adversarial": FLAGS.adversarial,
+              "num_examples": n, "steps": FLAGS.steps, "seed": FLAGS.seed}
+    rec = common.record("experiments.visualize", params, {FLAGS.model_dir: run.fingerprint})
+    rec["seconds"] = seconds
+    rundir.write_record(out_dir, rec)  # written last: marks a finished run
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, required=("model_dir", "output_dir"))

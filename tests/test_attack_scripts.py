@@ -69,15 +69,22 @@ def test_robustness_script_snr_table_with_repeats(tiny_runs, tmp_path):
                       f"{tiny_runs[0]}+{tiny_runs[1]}", "--names=one,two", "--budget=snr",
                       "--num_examples=40", f"--output_dir={out}")
     rows = list(csv.reader(open(os.path.join(out, "table.csv"))))
-    assert rows[0] == ["Model", "Clean", "50", "45", "40", "33"]
+    assert rows[0] == ["Model"] + [f"{c}{s} (%)" for c in ("Clean", "50", "45", "40", "33")
+                                   for s in ("", " std")]
     assert [r[0] for r in rows[1:]] == ["one", "two"]
-    assert rows[1][1].endswith("%") and "±" in rows[2][1]
+    assert rows[1][2] == "" and 0 <= float(rows[2][2]) <= 100  # one run: no std
+    assert 0 <= float(rows[1][1]) <= 100
     results = json.load(open(os.path.join(out, "results.json")))
     one = results["models"]["one"]
     accs = [one["mean"][k] for k in ("Clean", "50.0", "45.0", "40.0", "33.0")]
     assert accs == sorted(accs, reverse=True)  # more noise never helps here
     assert "unbounded_attack_fails" in one["runs"][0]["sanity"]
-    assert "| one |" in open(os.path.join(out, "table.md")).read() and "Sanity" in proc.stdout
+    md = open(os.path.join(out, "table.md")).read()
+    assert "| one |" in md and "Sanity" in proc.stdout and "ddof=1" in md
+    achieved = one["runs"][0]["achieved_snr_db"]
+    for level in ("50.0", "45.0", "40.0", "33.0"):
+        assert abs(achieved[level] - float(level)) < 0.05  # the column label is achieved
+    assert "Achieved SNR" in md
     assert os.path.exists(os.path.join(out, "figures", "accuracy_vs_snr.png"))
 
 
@@ -91,7 +98,8 @@ def test_transfer_script_matrix(tiny_runs, tmp_path):
     assert results["names"] == ["a", "b"] and m.shape == (2, 2)
     assert np.all((m >= 0) & (m <= 1))
     rows = list(csv.reader(open(os.path.join(out, "matrix.csv"))))
-    assert rows[0] == ["source \\ target", "a", "b"] and len(rows) == 3
+    assert rows[0] == ["source \\ target", "a (%)", "b (%)"] and len(rows) == 3
+    assert float(rows[1][1]) == pytest.approx(100 * m[0, 0], abs=1e-4)
     assert os.path.exists(os.path.join(out, "figures", "transfer_matrix.png"))
 
 

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from cnnvis_tf.defenses import protocols
-from cnnvis_tf.defenses import selective_dropout_protocol as sdp
+from cnnvis_tf.recipes import defense_table as protocols
+from cnnvis_tf.recipes import selective_dropout as sdp
 from cnnvis_tf.errors import InputError
 from conftest import run_script
 
@@ -34,7 +34,6 @@ def test_parse_variants_defaults_and_overrides():
     for bad in ("vanilla,nope", "smooth:zeta=1", "smooth:gamma=x", "adv,adv", "smooth:m=0"):
         with pytest.raises(InputError):
             protocols.parse_variants(bad)
-    assert protocols.format_cell([0.95, 0.97], clean=True) == "96.00 ± 1.00%"
 
 
 def test_groups_and_split_hold_out_one_pair_per_group():
@@ -59,22 +58,23 @@ def test_defense_table_script(tmp_path):
     run_script("experiments.defense_table", *args)
     with open(os.path.join(out, "table.csv")) as f:
         header, *rows = list(csv.reader(f))
-    assert header == ["Network type", "beta", "gamma", "m"] + SNR_HEADER
-    assert [r[0] for r in rows] == ["Vanilla", "Adv"]
+    assert header == ["Network type"] + [f"{c} (%)" for c in SNR_HEADER]
+    assert [r[0] for r in rows] == ["Vanilla (beta=0, gamma=0, m=0)",
+                                    "Adv (beta=0, gamma=0, m=0)"]
     for r in rows:
-        for cell in r[4:]:
-            mean, std = (float(v) for v in cell.rstrip("%").split(" ± "))
-            assert 0 <= mean <= 100 and 0 <= std <= 100
+        for cell in r[1:]:
+            assert 0 <= float(cell) <= 100
     table = open(os.path.join(out, "table.md")).read()
-    assert "| Network type | beta | gamma | m | Clean | 50 | 45 | 40 | 33 |" in table
+    assert "| Network type | Clean | 50 | 45 | 40 | 33 |" in table
     results = json.load(open(os.path.join(out, "results.json")))
     run = results["variants"]["adv"]["runs"][0]
     assert set(run["accuracy"]) == set(SNR_HEADER) and run["num_examples"] == 200
     assert os.path.exists(os.path.join(out, "runs", "vanilla_seed0", "model.keras"))
     assert os.path.exists(os.path.join(out, "figures", "accuracy_vs_snr.png"))
-    # Rerunning skips the finished runs and their evaluations and gives the same table.
+    # Rerunning finds the finished runs (no training) and their cached evaluations (same
+    # model fingerprints) and gives the same table.
     proc = run_script("experiments.defense_table", *args)
-    assert proc.stderr.count("is finished; skipping") == 2
+    assert proc.stderr.count("Resuming") == 2 and "Epoch 1/1" not in proc.stdout
     assert open(os.path.join(out, "table.md")).read() == table
 
 
@@ -96,7 +96,8 @@ def test_selective_dropout_script(mnist_run, tmp_path):
                f"--output_dir={out}")
     table = open(os.path.join(out, "table.md")).read()
     for name in ("Both", "Orig", "Adv"):
-        assert f"| Grouping = {name} | C^conv2 | SD_0.5^conv2 | C^fc1 | SD_0.5^fc1 |" in table
+        assert f"grouping {name}," in table
+    assert table.count("| Learning rate | C^conv2 | SD_0.5^conv2 | C^fc1 | SD_0.5^fc1 |") == 9
     with open(os.path.join(out, "table.csv")) as f:
         header, *rows = list(csv.reader(f))
     assert header[:3] == ["Metric", "Grouping", "Learning rate"]
@@ -116,7 +117,10 @@ def test_selective_dropout_script(mnist_run, tmp_path):
                f"--adversarial={out}/adversarial.npz", "--groupings=orig", "--p=0.2",
                "--layers=fc1", "--learning_rates=0.001", "--epochs=1", "--num_test=0",
                f"--output_dir={out2}")
-    assert "| Grouping = Orig | C^fc1 | SD_0.2^fc1 |" in open(f"{out2}/table.md").read()
+    second = open(f"{out2}/table.md").read()
+    assert "grouping Orig," in second and "| Learning rate | C^fc1 | SD_0.2^fc1 |" in second
+    cfg = json.load(open(os.path.join(out2, "config.json")))
+    assert list(cfg["models"]) == [mnist_run["dir"]] and cfg["params"]["p"] == [0.2]
 
 
 def test_parse_floats_range():

@@ -21,7 +21,7 @@ def test_train_script_writes_contract_files(mnist_run):
     assert "799,078 parameters" in mnist_run["stdout"]
     for name in (rundir.MODEL, rundir.CONFIG, rundir.METRICS, rundir.HISTORY,
                  rundir.INITIAL_WEIGHTS, "figures/loss.png", "figures/accuracy.png",
-                 "checkpoints/last.keras"):
+                 "checkpoints/state.json"):
         assert os.path.exists(os.path.join(out, name)), name
     assert os.listdir(os.path.join(out, rundir.TENSORBOARD))
     m = _metrics(out)
@@ -101,7 +101,7 @@ def test_train_with_defense_flags_saves_plain_classifier(tmp_path):
     model = keras.models.load_model(tmp_path / rundir.MODEL)
     assert model.name == "conv2_fc500" and model.output_shape == (None, 10)
     cfg = rundir.read_json(tmp_path / rundir.CONFIG)
-    assert cfg["defenses"]["adv_training"] == "fgsm" and cfg["defenses"]["adv_snr_db"] == 33
+    assert cfg["settings"]["adv_training"] == "fgsm" and cfg["settings"]["adv_snr_db"] == 33
     with open(tmp_path / rundir.HISTORY) as f:
         assert "smooth_loss" in f.readline()
     bad = run_script("experiments.train", "--embedded", "--adv_training=pgd",

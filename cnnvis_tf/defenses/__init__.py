@@ -1,14 +1,7 @@
 """Defenses: adversarial training (+ Parseval, smoothness), selective dropout, adversarial
 detection and input reconstruction (seed 000 §1.3.2, seed 002, seed 004 §5.3)."""
 
-from cnnvis_tf.defenses import protocols, selective_dropout_protocol  # noqa: E402,I001
-from cnnvis_tf.defenses.adversarial_training import (
-    DefenseModel,
-    fgsm_perturb,
-    pgd_perturb,
-    snr_eps,
-    truncated_normal_eps,
-)
+from cnnvis_tf.defenses.adversarial_training import DefenseModel, truncated_normal_eps
 from cnnvis_tf.defenses.detection import AdversarialDetector, penultimate_layer
 from cnnvis_tf.defenses.reconstruction import InputReconstruction, denoising_autoencoder
 from cnnvis_tf.defenses.selective_dropout import (
@@ -16,15 +9,12 @@ from cnnvis_tf.defenses.selective_dropout import (
     num_selected,
     p_schedule,
     select_units,
-    unit_volatility,
 )
 from cnnvis_tf.defenses.wrapping import classifier_of, make_defended
+from cnnvis_tf.volatility import unit_volatility
 
 __all__ = [
     "DefenseModel",
-    "fgsm_perturb",
-    "pgd_perturb",
-    "snr_eps",
     "truncated_normal_eps",
     "AdversarialDetector",
     "penultimate_layer",
@@ -37,6 +27,4 @@ __all__ = [
     "unit_volatility",
     "make_defended",
     "classifier_of",
-    "protocols",
-    "selective_dropout_protocol",
 ]

@@ -16,11 +16,11 @@ References:
 """
 
 import collections
-import math
 
 import numpy as np
 
 from cnnvis_tf import evaluation, rundir
+from cnnvis_tf.checks import parse_floats  # noqa: F401  (re-exported for the scripts)
 from cnnvis_tf.errors import InputError
 
 __all__ = [
@@ -159,23 +159,3 @@ def write_table(out_dir, variants, per_run, snr_levels, title):
                         "mean": {c: cells[c]["mean"] / 100 for c in columns},
                         "std": {c: (cells[c]["std"] or 0.0) / 100 for c in columns}}
     return stats
-
-
-def parse_floats(name, text, *, low=-math.inf, high=math.inf, low_open=False):
-    """Parses a comma-separated list of numbers for flag ``name``, each in the given range.
-
-    Raises:
-      InputError: a non-number, an empty list or a value out of range (one line).
-    """
-    try:
-        values = [float(t) for t in str(text).split(",") if t.strip()]
-    except ValueError:
-        raise InputError(f"--{name}={text!r} is not a comma-separated list of numbers.") from None
-    lo = "(" if low_open else "["
-    for v in values:
-        if v > high or v < low or (low_open and v == low):
-            raise InputError(f"--{name}: {v:g} is outside {lo}{low:g}, {high:g}]; pass values "
-                             "in that range.")
-    if not values:
-        raise InputError(f"--{name} needs at least one value.")
-    return values

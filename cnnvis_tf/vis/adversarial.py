@@ -9,11 +9,11 @@ References:
   Szegedy, C. et al. Intriguing properties of neural networks. ICLR 2014.
 """
 
-import os
 
 import keras
 import numpy as np
 
+from cnnvis_tf import rundir
 from cnnvis_tf.checks import check_fraction, check_labels
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import _model
@@ -24,20 +24,18 @@ PAIR_KEYS = ("x", "x_adv", "y", "pred_clean", "pred_adv")
 
 
 def load_pairs(path):
-    """Reads an ``adversarial.npz`` written by ``experiments.attack``.
+    """Reads an ``adversarial.npz`` written by ``experiments.attack``
+    (:func:`cnnvis_tf.rundir.read_adversarial`).
 
     Raises:
-      InputError: if the file is missing or lacks one of :data:`PAIR_KEYS`.
+      InputError: if the file is missing, corrupt or lacks one of :data:`PAIR_KEYS`.
     """
-    if not os.path.exists(path):
-        raise InputError(f"Adversarial file {path!r} does not exist. Pass "
-                         "--adversarial=<output_dir of experiments.attack>/adversarial.npz.")
-    with np.load(path) as data:
-        missing = [k for k in PAIR_KEYS if k not in data]
-        if missing:
-            raise InputError(f"{path!r} lacks arrays {missing}; expected {list(PAIR_KEYS)} as "
-                             "written by experiments.attack.")
-        return {k: np.asarray(data[k]) for k in PAIR_KEYS}
+    data = rundir.read_adversarial(path)
+    missing = [k for k in PAIR_KEYS if k not in data]
+    if missing:
+        raise InputError(f"{path!r} lacks arrays {missing}; expected {list(PAIR_KEYS)} as "
+                         "written by experiments.attack.")
+    return {k: np.asarray(data[k]) for k in PAIR_KEYS}
 
 
 def default_layers(model):

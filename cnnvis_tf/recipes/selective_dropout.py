@@ -206,23 +206,23 @@ def protocol_tables(results, layers, p_values, metric="adv_val"):
     """Seed 004 Tables 1-3: one table per grouping, rows learning rates, columns models.
 
     Columns are ``C^<layer>`` then ``SD_<p>^<layer>`` per layer (the control repeated per
-    layer, as in the seed); cells are ``metric`` (``adv_val``, ``orig_val`` or ``test``)
-    with 4 decimals.
+    layer, as in the seed); cells are ``metric`` (``adv_val``, ``orig_val`` or ``test``),
+    fractions.
 
     Returns:
-      ``{grouping: (header, rows)}``.
+      ``{grouping: (columns, {"η=<lr>": {column: value}})}``.
     """
     tables = {}
     for grouping, res in results.items():
-        header, keys = [f"Grouping = {GROUPINGS[grouping]}"], []
+        columns, keys = [], []
         for layer in layers:
-            header.append(f"C^{layer}")
+            columns.append(f"C^{layer}")
             keys.append("C")
             for p in p_values:
                 if p < 1:
-                    header.append(f"SD_{p:g}^{layer}")
+                    columns.append(f"SD_{p:g}^{layer}")
                     keys.append(f"SD_{p:g}^{layer}")
-        rows = [[f"η={lr:g}"] + [f"{runs[k][metric]:.4f}" for k in keys]
-                for lr, runs in res["runs"].items()]
-        tables[grouping] = (header, rows)
+        rows = {f"η={lr:g}": {c: float(runs[k][metric]) for c, k in zip(columns, keys)}
+                for lr, runs in res["runs"].items()}
+        tables[grouping] = (columns, rows)
     return tables
