@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
+from cnnvis_tf.errors import InputError
 from cnnvis_tf.recipes import defense_table as protocols
 from cnnvis_tf.recipes import selective_dropout as sdp
-from cnnvis_tf.errors import InputError
 from conftest import run_script
 
 SNR_HEADER = ["Clean", "50", "45", "40", "33"]
