@@ -18,8 +18,8 @@ Printed ratios:
    back-to-back raw passes, so that both sides of a ratio last as long and see the same
    machine load. Attacks run as a user calls them (``y=None``: the labels are the
    model's predictions). ``snr_fgsm`` is also shown with seed 002's unclipped formula
-   (``match_clipped=False``) instead of the exact clipped-SNR solve (sorted caps + prefix
-   sums). Goal <= 1.15.
+   (``match_clipped=False``) instead of the exact clipped-SNR solve (a monotone iteration
+   over the caps' segments, compiled). Goal <= 1.15.
 2. ``10 x (fgsm + accuracy) / fgsm_sweep(10 eps)``: ten FGSM calls each followed by
    ``evaluation.predict_labels`` on its output, against ``evaluation.fgsm_sweep``, which
    returns the same ten accuracies (checked). Goal >= 3.

@@ -98,6 +98,11 @@ def test_snr_eps_equals_a_bisection_on_the_clipped_norm():
         expected = np.linalg.norm(flat(x), axis=1) / (10 ** (snr / 20) * dnorm)
         np.testing.assert_allclose(unclipped, expected, rtol=1e-12)
         assert np.all(eps >= unclipped - 1e-12)  # clipping only shrinks the perturbation
+    # Unreachable (the box is too small): the largest useful step; zero direction: 0.
+    bright = np.full((2, 4, 4, 1), 0.9)  # room 0.1 upwards: 10 dB is out of reach
+    np.testing.assert_allclose(_steps.snr_eps(tf.constant(bright), np.ones_like(bright), 10.0),
+                               0.1)
+    assert np.all(_steps.snr_eps(tf.constant(x), 0 * d, 33.0).numpy() == 0)
 
 
 def test_kernel_per_example_budgets_in_a_graph(trained):

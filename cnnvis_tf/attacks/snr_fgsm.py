@@ -5,7 +5,7 @@ SNR(x, delta) = 20 log10(||x||_2 / ||delta||_2). For a sign perturbation
 so ``eps = ||x||_2 / (10^(snr/20) * sqrt(k))`` hits the requested SNR exactly (``k`` is the
 number of pixels, ``d``, unless the gradient is exactly zero somewhere, as under max
 pooling). Clipping to the box can only shrink ``delta``, raising the achieved SNR: by
-default (``match_clipped=True``) ``eps`` is instead solved per image in closed form so
+default (``match_clipped=True``) ``eps`` is instead solved exactly per image so
 that the *clipped* perturbation has the requested SNR, where the box allows it (the
 package's one SNR convention: adversarial training and ``evaluation.accuracy_vs_snr`` use
 the same kernel, :func:`~cnnvis_tf.attacks._steps.snr_eps`). Use :func:`snr_db` to report
@@ -40,17 +40,26 @@ def snr_step(x, direction, snr, *, clip_min=0.0, clip_max=1.0, match_clipped=Tru
     """The SNR-bounded FGSM step along a sign ``direction``, as float32 numpy.
 
     The per-image ``eps`` is the kernel's :func:`~cnnvis_tf.attacks._steps.snr_eps`,
-    computed in float64: with ``match_clipped`` (default) the *clipped* perturbation has
-    the requested SNR where the box allows it; otherwise seed 002's unclipped formula.
+    computed in float32 as in training: with ``match_clipped`` (default) the *clipped*
+    perturbation has the requested SNR where the box allows it; otherwise seed 002's
+    unclipped formula.
 
     References:
       Seed document 002 section 3 (SNR-bounded FGSM).
     """
     snr = _check_snr(snr)
-    x64 = tf.constant(np.asarray(x, np.float64))
-    x_adv = _steps.snr_step(x64, np.asarray(direction, np.float64), snr, clip_min=clip_min,
-                            clip_max=clip_max, match_clipped=bool(match_clipped))
+    numbers = [tf.constant(float(v), tf.float32) for v in (snr, clip_min, clip_max)]
+    x_adv = _compiled_snr_step(tf.constant(np.asarray(x, np.float32)),
+                               tf.constant(np.asarray(direction, np.float32)), *numbers,
+                               bool(match_clipped))
     return finish(x_adv, clip_min, clip_max)
+
+
+@tf.function(reduce_retracing=True)
+def _compiled_snr_step(x, direction, snr, lo, hi, match_clipped):
+    """The kernel's SNR step, compiled (its loop is many small ops)."""
+    return _steps.snr_step(x, direction, snr, clip_min=lo, clip_max=hi,
+                           match_clipped=match_clipped)
 
 
 def _check_snr(snr):
