@@ -30,7 +30,12 @@ from cnnvis_tf.attacks.lbfgs import lbfgs
 from cnnvis_tf.attacks.momentum_iterative_method import mim, momentum_iterative_method
 from cnnvis_tf.attacks.noise_attacks import apply_noise, class_from_noise, iterative_noise
 from cnnvis_tf.attacks.one_pixel import one_pixel
-from cnnvis_tf.attacks.projected_gradient_descent import pgd, pgd_l2, projected_gradient_descent
+from cnnvis_tf.attacks.projected_gradient_descent import (
+    default_step_size,
+    pgd,
+    pgd_l2,
+    projected_gradient_descent,
+)
 from cnnvis_tf.attacks.snr_fgsm import snr_db, snr_fgsm, snr_step
 from cnnvis_tf.attacks.spsa import spsa
 from cnnvis_tf.attacks.universal_perturbation import universal, universal_perturbation
@@ -161,6 +166,7 @@ __all__ = [
     "projected_gradient_descent",
     "pgd",
     "pgd_l2",
+    "default_step_size",
     "momentum_iterative_method",
     "mim",
     "spsa",

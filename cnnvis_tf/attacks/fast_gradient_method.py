@@ -13,7 +13,7 @@ import numpy as np
 
 from cnnvis_tf.attacks import _steps
 from cnnvis_tf.attacks._common import check_norm, finish, prepare
-from cnnvis_tf.checks import check_nonneg
+from cnnvis_tf.checks import check_nonneg, invalid
 
 __all__ = ["fast_gradient_method", "fgsm", "fgm_l2", "gradient_direction", "fgm_step"]
 
@@ -53,8 +53,8 @@ def fgm_step(x, direction, eps, *, clip_min=0.0, clip_max=1.0):
     """``clip(x + eps * direction)`` as float32 numpy (the kernel's step); ``eps`` is a
     number or one per example."""
     eps = np.asarray(eps, np.float32)
-    for e in eps.ravel():
-        check_nonneg("eps", e)
+    if not (np.all(np.isfinite(eps)) and np.all(eps >= 0)):
+        raise invalid("eps", "finite numbers >= 0", eps if eps.ndim else float(eps))
     x = np.asarray(x, np.float32)
     return finish(_steps.fgm_step(x, np.asarray(direction, np.float32), eps, clip_min,
                                   clip_max), clip_min, clip_max)
