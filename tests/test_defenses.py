@@ -7,19 +7,17 @@ import keras
 import numpy as np
 import pytest
 
+from cnnvis_tf.attacks import _steps, fgsm, pgd
 from cnnvis_tf.defenses import (
     AdversarialDetector,
     DefenseModel,
     InputReconstruction,
     SelectiveDropout,
     classifier_of,
-    fgsm_perturb,
     make_defended,
     num_selected,
     p_schedule,
     penultimate_layer,
-    pgd_perturb,
-    snr_eps,
     truncated_normal_eps,
 )
 from cnnvis_tf.errors import InputError
@@ -32,7 +30,7 @@ EPS = 0.3
 @pytest.fixture(scope="module")
 def trained():
     model, x, y = trained_tiny_cnn()
-    x_adv = np.asarray(fgsm_perturb(model, x, y, EPS))
+    x_adv = fgsm(model, x, EPS, y=y)
     return model, x, y, x_adv
 
 
@@ -63,7 +61,7 @@ def test_adversarial_training_raises_fgsm_accuracy_over_vanilla():
     for name, kwargs in {"vanilla": {}, "adv": {"adv_training": "fgsm", "adv_eps": EPS}}.items():
         wrapper, _ = _train(**kwargs)
         model = wrapper.classifier
-        x_adv = np.asarray(fgsm_perturb(model, x_test, y_test, EPS))
+        x_adv = fgsm(model, x_test, EPS, y=y_test)
         accs[name] = (_accuracy(model, x_test, y_test), _accuracy(model, x_adv, y_test))
     assert accs["adv"][0] > 0.9  # clean accuracy kept
     assert accs["adv"][1] > accs["vanilla"][1] + 0.2, accs
@@ -115,8 +113,9 @@ def test_defense_model_rejects_bad_arguments(kwargs, match):
 
 def test_snr_eps_gives_the_target_snr_and_truncated_budgets():
     x = np.random.default_rng(0).uniform(0.2, 0.8, (5, 6, 6, 1)).astype("float32")
-    eps = np.asarray(snr_eps(x, 33.0))
-    delta = eps[:, None, None, None] * np.sign(np.random.default_rng(1).normal(size=x.shape))
+    sign = np.sign(np.random.default_rng(1).normal(size=x.shape)).astype("float32")
+    eps = np.asarray(_steps.snr_eps(x, sign, 33.0, match_clipped=False))
+    delta = eps[:, None, None, None] * sign
     flat = lambda a: a.reshape(len(a), -1)  # noqa: E731
     snr = 20 * np.log10(np.linalg.norm(flat(x), axis=1) / np.linalg.norm(flat(delta), axis=1))
     np.testing.assert_allclose(snr, 33.0, rtol=1e-4)
@@ -129,8 +128,8 @@ def test_snr_eps_gives_the_target_snr_and_truncated_budgets():
 def test_local_attacks_respect_budget_and_range(trained):
     model, x, y, _ = trained
     for x_adv in (
-        fgsm_perturb(model, x[:16], y[:16], 0.1),
-        pgd_perturb(model, x[:16], y[:16], 0.1, 3, seed=0),
+        fgsm(model, x[:16], 0.1, y=y[:16]),
+        pgd(model, x[:16], 0.1, nb_iter=3, seed=0, y=y[:16]),
     ):
         x_adv = np.asarray(x_adv)
         assert np.abs(x_adv - x[:16]).max() <= 0.1 + 1e-6
