@@ -1,7 +1,7 @@
 r"""Attacks a trained run's test images and writes the numbers and pictures.
 
   python -m experiments.attack --model_dir=runs/mnist --attack=pgd --eps=0.1 \
-      --params=nb_iter=20 --num_examples=500 --output_dir=runs/mnist/attack_pgd
+      --params=nb_iter=40 --num_examples=500 --output_dir=runs/mnist/attack_pgd
 
 Writes ``metrics.json`` (clean_accuracy, adversarial_accuracy, success_rate, mean_l2,
 mean_linf, mean_snr_db, num_examples, seconds, ...), ``adversarial.npz`` (x, x_adv, y,
@@ -30,7 +30,7 @@ flags.DEFINE_string("data_dir", None, "Dataset folder (default: the run's).")
 flags.DEFINE_enum("attack", "fgsm", sorted(attacks.ATTACKS), "Attack to run.")
 flags.DEFINE_float("eps", None, "Budget of eps attacks (L-inf or L2 by attack).", lower_bound=0)
 flags.DEFINE_float("snr_db", None, "Budget of snr_fgsm in dB (seed 002: 50, 45, 40, 33).")
-flags.DEFINE_string("params", "", "Extra attack arguments 'key=value,...', e.g. nb_iter=20.")
+flags.DEFINE_string("params", "", "Extra attack arguments 'key=value,...', e.g. nb_iter=40.")
 flags.DEFINE_bool("targeted", False, "Targeted attack (lbfgs, patch and iterative_noise "
                   "always are).")
 flags.DEFINE_integer("target_class", None, "Target of every example (default: (y + 1) mod "

@@ -199,12 +199,15 @@ def effective_attack_params(name, kwargs, seed=None):
     out.update(kwargs)
     if "seed" in out and out["seed"] is None and seed is not None:
         out["seed"] = int(seed)
-    if "eps_iter" in out and out["eps_iter"] is None and "nb_iter" in out and "eps" in out:
+    if out.get("eps_iter", 0) is None and "nb_iter" in out and "eps" in out:
         from cnnvis_tf import checks
 
         nb_iter = checks.check_positive_int("nb_iter", out["nb_iter"])
         eps = checks.check_nonneg("eps", out["eps"])
-        out["eps_iter"] = min(eps, 2.5 * eps / nb_iter)
+        # What the attack computes for eps_iter=None: Madry's capped step for PGD,
+        # Kurakin's eps / nb_iter for BIM and MIM.
+        out["eps_iter"] = (attacks.default_step_size(eps, nb_iter) if name in ("pgd", "pgd_l2")
+                           else eps / nb_iter)
     return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
             for k, v in sorted(out.items())}
 

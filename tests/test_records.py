@@ -183,3 +183,33 @@ def test_adversarial_npz_roundtrip_and_errors(tmp_path):
         rundir.read_adversarial(str(tmp_path / "shape.npz"))
     with pytest.raises(InputError, match="does not exist"):
         rundir.read_adversarial(str(tmp_path / "nope.npz"))
+
+
+def test_attack_records_effective_parameters(mnist_run, tmp_path):
+    """`attack --attack=pgd` without --eps records the budget, steps, step size and seed it
+    used, and the model fingerprint."""
+    from conftest import run_script
+
+    out = str(tmp_path / "pgd")
+    run_script("experiments.attack", f"--model_dir={mnist_run['dir']}", "--attack=pgd",
+               "--num_examples=8", f"--output_dir={out}")
+    cfg = rundir.read_json(os.path.join(out, rundir.CONFIG))
+    kw = cfg["params"]["attack_kwargs"]
+    assert kw["eps"] == 0.1 and kw["nb_iter"] == 40 and kw["rand_init"] is True
+    assert kw["eps_iter"] == pytest.approx(min(0.1, 2.5 * 0.1 / 40)) and kw["seed"] == 0
+    assert cfg["attack_kwargs"] == kw and cfg["script"] == "experiments.attack"
+    fp = rundir.read_json(os.path.join(mnist_run["dir"], rundir.METRICS))["model_fingerprint"]
+    assert cfg["models"] == {mnist_run["dir"]: fp}
+    x = rundir.read_adversarial(os.path.join(out, rundir.ADVERSARIAL))
+    assert np.abs(x["x_adv"] - x["x"]).max() <= 0.1 + 1e-6
+
+
+def test_visualize_writes_its_record(mnist_run, tmp_path):
+    from conftest import run_script
+
+    out = str(tmp_path / "vis")
+    run_script("experiments.visualize", f"--model_dir={mnist_run['dir']}",
+               "--methods=saliency", f"--output_dir={out}")
+    cfg = rundir.read_json(os.path.join(out, rundir.CONFIG))
+    assert cfg["params"]["methods"] == ["saliency"] and cfg["params"]["seed"] == 0
+    assert list(cfg["models"]) == [mnist_run["dir"]] and "saliency" in cfg["seconds"]
