@@ -6,7 +6,8 @@ r"""Visualizes a trained run: weights, activations, attributions, features, land
 Writes ``<method>.png`` and ``<method>.npz`` (and/or ``.json``) per method. Methods:
 filters, activations, occlusion, saliency, smoothgrad, gradcam, gradcam_pp, scorecam,
 integrated_gradients, guided_backprop, deconvnet, class_model, filter_max, inversion,
-deepdream, top_patches, tsne, pca, neighbors, loss_1d, loss_2d, adversarial_diff (or all).
+deepdream, top_patches, tsne, pca, neighbors, loss_1d, loss_2d, adversarial_diff, gallery,
+filter_slices, neuron_gradient, grabcut, tsne_clusters (or all).
 """
 
 import os
@@ -31,8 +32,22 @@ flags.DEFINE_string("adversarial", None, "adversarial.npz of experiments.attack 
                     "(for adversarial_diff).")
 flags.DEFINE_integer("num_examples", 500, "Test images used by dataset-level methods "
                      "(top_patches, tsne, pca, neighbors, loss_1d, loss_2d).", lower_bound=10)
+flags.DEFINE_integer("filter_index", 0, "Filter of --layer (default: the second conv layer) "
+                     "whose input slices filter_slices draws.", lower_bound=0)
+flags.DEFINE_list("position", None, "row,col of the neuron in --layer's output grid for "
+                  "neuron_gradient (default: where --channel is largest on the image).")
+flags.DEFINE_enum("regularization", "yosinski", ["l2", "yosinski"], "class_model prior: 'l2' "
+                  "is argmax S_c(x) - lambda ||x||^2 from the zero image (Simonyan et al.); "
+                  "'yosinski' adds blur and clipping (Yosinski et al.).")
+flags.DEFINE_string("other_model_dir", None, "A second run directory of the same model: "
+                    "loss_1d then interpolates between the two trained solutions.")
 flags.DEFINE_integer("steps", 100, "Optimization steps (class_model, filter_max, inversion).",
                      lower_bound=1)
+
+
+flags.register_validator(
+    "position", lambda v: v is None or (len(v) == 2 and all(p.strip().isdigit() for p in v)),
+    "--position must be two non-negative integers row,col (e.g. --position=3,4).")
 
 
 def main(argv):
@@ -47,6 +62,7 @@ def main(argv):
         logging.warning("Skipping adversarial_diff: no --adversarial file given.")
         names.remove("adversarial_diff")
     run = rundir.load_run(FLAGS.model_dir)
+    other = rundir.load_run(FLAGS.other_model_dir) if FLAGS.other_model_dir else None
     data = datasets.load_for_run(run.config)
     if FLAGS.adversarial and "adversarial_diff" in names:
         rundir.read_adversarial(FLAGS.adversarial)  # a bad file fails before any output
@@ -66,6 +82,9 @@ def main(argv):
         class_names=run.class_names, clip_min=run.clip_min, clip_max=run.clip_max,
         initial_weights=os.path.join(run.path, rundir.INITIAL_WEIGHTS),
         adversarial=FLAGS.adversarial, steps=FLAGS.steps, seed=FLAGS.seed,
+        filter_index=FLAGS.filter_index, regularization=FLAGS.regularization,
+        position=tuple(int(p) for p in FLAGS.position) if FLAGS.position else None,
+        other_model=other.model if other else None,
     )
     seconds = {}
     for k, name in enumerate(names, 1):
@@ -76,8 +95,13 @@ def main(argv):
                      ", ".join(paths))
     params = {"methods": names, "image_index": FLAGS.image_index, "layer": FLAGS.layer,
               "channel": FLAGS.channel, "adversarial": FLAGS.adversarial,
-              "num_examples": n, "steps": FLAGS.steps, "seed": FLAGS.seed}
-    rec = common.record("experiments.visualize", params, {FLAGS.model_dir: run.fingerprint})
+              "num_examples": n, "steps": FLAGS.steps, "seed": FLAGS.seed,
+              "filter_index": FLAGS.filter_index, "position": FLAGS.position,
+              "regularization": FLAGS.regularization, "other_model_dir": FLAGS.other_model_dir}
+    fingerprints = {FLAGS.model_dir: run.fingerprint}
+    if other:
+        fingerprints[FLAGS.other_model_dir] = other.fingerprint
+    rec = common.record("experiments.visualize", params, fingerprints)
     rec["seconds"] = seconds
     rundir.write_record(out_dir, rec)  # written last: marks a finished run
 

@@ -154,3 +154,28 @@ def loss_2d(model, x, y, span=1.0, resolution=11, seed=0, batch_size=256, *, cli
                 loss[i, j], acc[i, j] = ev(w)
     return {"a": grid.astype("float32"), "b": grid.astype("float32"), "loss": loss,
             "accuracy": acc}
+
+
+def interpolate_models(model_a, model_b, x, y, alphas=None, batch_size=256, *, clip_min=0.0,
+                       clip_max=1.0):
+    """Loss and accuracy along theta(alpha) = (1 - alpha) theta_A + alpha theta_B between two
+    trained solutions of the same architecture (Goodfellow et al. 2015, Sec. 3).
+
+    Args:
+      model_a, model_b: the two models (alpha = 0 and alpha = 1); neither is modified.
+      x, y: evaluation data.
+      alphas: interpolation coefficients (default 25 points on [-0.25, 1.25]).
+
+    Returns:
+      dict as :func:`loss_1d` (``alpha``, ``loss``, ``accuracy``).
+
+    Raises:
+      InputError: if the two models' weights differ in number or shapes.
+    """
+    _model.ResolvedModel(model_a, "interpolate_models")
+    wa, wb = model_a.get_weights(), model_b.get_weights()
+    if len(wa) != len(wb) or any(np.shape(a) != np.shape(b) for a, b in zip(wa, wb)):
+        raise InputError(f"The two models have different architectures ({model_a.name!r}: "
+                         f"{len(wa)} weight arrays, {model_b.name!r}: {len(wb)}). Interpolate "
+                         "between runs of the same model and dataset.")
+    return loss_1d(model_b, wa, x, y, alphas, batch_size, clip_min=clip_min, clip_max=clip_max)

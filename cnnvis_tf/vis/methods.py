@@ -14,13 +14,16 @@ from cnnvis_tf.vis import (
     cam,
     embedding,
     feature_vis,
+    gallery,
     guided,
     inversion,
     landscape,
+    neuron,
     occlusion,
     patches,
     plotting,
     saliency,
+    segmentation,
     weights,
 )
 
@@ -42,6 +45,11 @@ class Context:
     adversarial: str = None
     steps: int = 100
     seed: int = 0
+    filter_index: int = 0
+    position: tuple = None
+    regularization: str = "yosinski"
+    other_model: object = None
+    num_facets: int = 3
 
     @property
     def image(self):
@@ -81,7 +89,7 @@ def _filters(ctx):
 def _activations(ctx):
     maps = weights.activations(ctx.model, ctx.image, [ctx.layer] if ctx.layer else None,
                                **_clip(ctx))
-    fig = plotting.activations(ctx.image, maps, f"Activation maps, image {ctx.index}")
+    fig = plotting.activation_grids(ctx.image, maps, f"Activation maps, image {ctx.index}")
     return Output(maps, None, fig)
 
 
@@ -129,6 +137,8 @@ def _relu_rule(cls, title):
 
 
 def _class_model(ctx):
+    if ctx.regularization == "l2":
+        return _class_model_l2(ctx)
     am = feature_vis.ActivationMaximization(ctx.model, None, ctx.clip_min, ctx.clip_max)
     idx = list(range(min(am.num_units, 16)))
     imgs = am(idx, steps=ctx.steps, regularization="yosinski", seed=ctx.seed)
@@ -212,6 +222,8 @@ def _neighbors(ctx):
 
 
 def _loss_1d(ctx):
+    if ctx.other_model is not None:
+        return _loss_1d_models(ctx)
     w0 = landscape.initial_weights(ctx.model, ctx.initial_weights)
     r = landscape.loss_1d(ctx.model, w0, ctx.x, ctx.y, **_clip(ctx))
     fig = plotting.curve(r["alpha"], {"loss": r["loss"], "accuracy": r["accuracy"]},
@@ -240,6 +252,78 @@ def _adversarial_diff(ctx):
     return Output(res, facts, fig)
 
 
+def _gallery(ctx):
+    n = min(16, len(ctx.x))
+    pred, prob = gallery.Gallery(ctx.model, **_clip(ctx))(ctx.x[:n], ctx.y[:n])
+    fig = plotting.gallery(ctx.x[:n], ctx.y[:n], pred, prob, ctx.class_names, ctx.clip_min,
+                           ctx.clip_max)
+    return Output({"x": ctx.x[:n], "y": ctx.y[:n], "pred": pred, "prob": prob},
+                  {"accuracy": float(np.mean(pred == ctx.y[:n])), "num_images": n}, fig)
+
+
+def _filter_slices(ctx):
+    vis = weights.FilterSlices(ctx.model, ctx.layer)
+    slices = vis(ctx.filter_index)
+    return Output({"slices": slices, "filter_index": ctx.filter_index}, {"layer": vis.layer},
+                  plotting.filter_slices(slices, vis.layer, ctx.filter_index))
+
+
+def _neuron_gradient(ctx):
+    vis = neuron.NeuronGradient(ctx.model, ctx.layer, **_clip(ctx))
+    channel, position = vis.locate(ctx.image, ctx.channel)
+    position = ctx.position if ctx.position is not None else position
+    grad = vis(ctx.image, channel, position)
+    where = "" if position is None else f" at {tuple(position)}"
+    fig = plotting.attribution(ctx.image, grad[0], f"d {vis.layer}[{channel}]{where} / d image",
+                               "gradient (sum over channels)", signed=True)
+    return Output({"gradient": grad[0], "image": ctx.image, "channel": channel,
+                   "position": np.asarray(position if position is not None else [-1])},
+                  {"layer": vis.layer, "channel": channel,
+                   "position": None if position is None else list(position)}, fig)
+
+
+def _class_model_l2(ctx):
+    cm = neuron.L2ClassModel(ctx.model, **_clip(ctx))
+    idx = list(range(min(cm.resolved.num_classes, 16)))
+    imgs, hist = cm(idx, steps=ctx.steps)
+    fig = plotting.images(imgs, [ctx.name(i) for i in idx], "Class models: argmax S_c(x) - "
+                          "lambda ||x||^2 from zeros", lo=ctx.clip_min, hi=ctx.clip_max)
+    return Output({"images": imgs, "classes": np.asarray(idx), "objective": hist}, None, fig)
+
+
+def _loss_1d_models(ctx):
+    r = landscape.interpolate_models(ctx.model, ctx.other_model, ctx.x, ctx.y, **_clip(ctx))
+    fig = plotting.curve(r["alpha"], {"loss": r["loss"], "accuracy": r["accuracy"]},
+                         "alpha (0 = this model, 1 = other model)", "value",
+                         "Linear interpolation between two trained solutions", vlines=(0, 1))
+    return Output(r, {"endpoints": "model_dir at alpha=0, other_model_dir at alpha=1"}, fig)
+
+
+def _grabcut(ctx):
+    n = min(8, len(ctx.x))
+    sel = np.unique(np.r_[ctx.index, np.arange(n)])[:n]
+    masks, maps = segmentation.SaliencyGrabCut(ctx.model, **_clip(ctx))(ctx.x[sel], ctx.y[sel])
+    x = ctx.x[sel]
+    bright = x.mean(axis=-1) > 0.5 * (ctx.clip_min + ctx.clip_max)
+    cover = [float(m[b].mean()) if b.any() else 0.0 for m, b in zip(masks, bright)]
+    fig = plotting.segmentation(x, maps, masks, [ctx.name(int(c)) for c in ctx.y[sel]],
+                                ctx.clip_min, ctx.clip_max)
+    return Output({"masks": masks, "saliency": maps, "indices": sel},
+                  {"foreground_fraction": [float(m.mean()) for m in masks],
+                   "bright_pixels_covered": cover}, fig)
+
+
+def _tsne_clusters(ctx):
+    r = embedding.TSNEClusters(ctx.model, **_clip(ctx))(ctx.x, ctx.y, seed=ctx.seed)
+    fig = plotting.clusters(r["points"], r["clusters"], r["majority"], r["purity"],
+                            ctx.class_names)
+    facts = {k: r[k] for k in ("purity", "noise_fraction", "num_clusters")}
+    facts.update(sizes=r["sizes"].tolist(), majority=r["majority"].tolist(),
+                 cluster_purity=r["cluster_purity"].tolist(), method="hdbscan")
+    return Output({"points": r["points"], "clusters": r["clusters"], "labels": ctx.y}, facts,
+                  fig)
+
+
 METHODS = {
     "filters": _filters,
     "activations": _activations,
@@ -263,6 +347,11 @@ METHODS = {
     "loss_1d": _loss_1d,
     "loss_2d": _loss_2d,
     "adversarial_diff": _adversarial_diff,
+    "gallery": _gallery,
+    "filter_slices": _filter_slices,
+    "neuron_gradient": _neuron_gradient,
+    "grabcut": _grabcut,
+    "tsne_clusters": _tsne_clusters,
 }
 
 

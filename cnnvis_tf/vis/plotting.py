@@ -343,3 +343,103 @@ def plot_matrix(path, names, matrix, *, title="accuracy (%) of target on source'
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return save(fig, path)
+
+
+# Seed-fidelity figures (seed 001 gallery / filter slices / activation grids, seed 003 views).
+
+
+def _sqrt_grid(n):
+    cols = int(np.ceil(np.sqrt(n)))
+    return cols, int(np.ceil(n / cols))
+
+
+def gallery(x, y, pred, prob, class_names=None, lo=0.0, hi=1.0, cols=8):
+    """Test images titled "T: true  P: predicted (p)"; wrong predictions in red."""
+    def name(k):
+        return class_names[k] if class_names else str(k)
+
+    fig, axes = _grid(len(x), cols)
+    for ax, img, t, p, q in zip(axes, x, y, pred, prob):
+        _show(ax, img, f"T: {name(t)}  P: {name(p)}\n({q:.2f})", lo, hi)
+        if t != p:
+            ax.title.set_color("tab:red")
+    acc = float(np.mean(np.asarray(y) == np.asarray(pred)))
+    fig.suptitle(f"Test images, true (T) and predicted (P) labels: {acc:.0%} correct")
+    return fig
+
+
+def filter_slices(slices, layer, index):
+    """All input slices (kh, kw, cin) of one filter in a ~sqrt(cin) grid, one colour scale."""
+    cin = slices.shape[-1]
+    cols, rows = _sqrt_grid(cin)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols + 1.4, 1.1 * rows + 0.6),
+                             squeeze=False, layout="constrained")
+    m = float(np.abs(slices).max()) or 1.0
+    for c, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if c >= cin:
+            ax.axis("off")
+            continue
+        im = ax.imshow(slices[:, :, c], cmap="bwr", vmin=-m, vmax=m)
+        ax.set_title(f"in {c}", fontsize=7)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.7, label="weight")
+    fig.suptitle(f"{layer}: filter {index}, all {cin} input slices")
+    return fig
+
+
+def activation_grids(image, maps, title=""):
+    """The input, then for each layer every channel in a ~sqrt(channels) grid."""
+    names = list(maps)
+    fig = plt.figure(figsize=(4.5 * len(names) + 2.2, 4.8), layout="constrained")
+    subs = fig.subfigures(1, len(names) + 1, width_ratios=[0.45] + [1] * len(names))
+    _show(subs[0].subplots(), image, "input")
+    for sub, name in zip(subs[1:], names):
+        a = maps[name]
+        n = a.shape[-1]
+        cols, rows = _sqrt_grid(n)
+        axes = sub.subplots(rows, cols, squeeze=False)
+        vmax = float(a.max()) or 1.0
+        for c, ax in enumerate(axes.ravel()):
+            ax.axis("off")
+            if c < n:
+                im = ax.imshow(a[..., c], cmap="viridis", vmin=0, vmax=vmax)
+        sub.colorbar(im, ax=axes.ravel().tolist(), shrink=0.7, label="activation")
+        sub.suptitle(f"{name}: {n} channels ({rows}x{cols})", fontsize=9)
+    fig.suptitle(title or "Activation maps")
+    return fig
+
+
+def segmentation(images, maps, masks, titles, lo=0.0, hi=1.0):
+    """Rows of image / saliency / GrabCut foreground (the image where the mask is set)."""
+    n = len(images)
+    fig, axes = plt.subplots(3, n, figsize=(1.5 * n + 0.8, 4.8), squeeze=False)
+    for i in range(n):
+        _show(axes[0, i], images[i], titles[i], lo, hi)
+        axes[1, i].imshow(maps[i], cmap="hot")
+        axes[1, i].set_xticks([])
+        axes[1, i].set_yticks([])
+        cut = np.where(masks[i][..., None], images[i], lo)
+        _show(axes[2, i], cut, f"{masks[i].mean():.0%} fg", lo, hi)
+    axes[1, 0].set_ylabel("saliency", fontsize=8)
+    axes[2, 0].set_ylabel("GrabCut", fontsize=8)
+    fig.suptitle("GrabCut segmentation seeded by the saliency map")
+    return fig
+
+
+def clusters(points, ids, majority, purity, class_names=None):
+    """t-SNE points coloured by density cluster (noise in grey), each cluster marked with
+    its majority class."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    noise = ids < 0
+    ax.scatter(points[noise, 0], points[noise, 1], s=6, c="lightgray", label="noise")
+    for k, m in enumerate(majority):
+        sel = ids == k
+        ax.scatter(points[sel, 0], points[sel, 1], s=8, alpha=0.8)
+        cx, cy = points[sel].mean(axis=0)
+        ax.annotate(class_names[m] if class_names else str(m), (cx, cy), fontsize=9,
+                    weight="bold", ha="center")
+    ax.set_title(f"Density clusters on the t-SNE map: {len(majority)} clusters, "
+                 f"purity {purity:.1%}", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    return fig

@@ -68,3 +68,36 @@ def activations(model, x, layers=None, *, clip_min=0.0, clip_max=1.0):
         raise InputError("The model has no Conv2D layer. Pass --layer=<name> explicitly.")
     outs = r.predict(x, names)
     return {name: out[0] for name, out in zip(names, outs)}
+
+
+class FilterSlices(_model.Visualizer):
+    """Every input-channel slice of one filter of a convolution layer (seed 001, Fig. 6).
+
+    Args:
+      model: any Keras model with Conv2D layers.
+      layer: conv layer name; ``None`` is the second conv layer (the first if only one).
+    """
+
+    def __init__(self, model, layer=None):
+        super().__init__(model, layer)
+        convs = self.resolved.conv_layers()
+        if not convs:
+            self.resolved.last_conv_layer()  # raises the no-conv error
+        self.layer = layer or convs[min(1, len(convs) - 1)]
+        if self.layer not in convs:
+            raise InputError(f"Layer {self.layer!r} is not a Conv2D layer. Choose one of: "
+                             f"{', '.join(convs)}.")
+        self.kernel = np.asarray(self.resolved.layers[self.layer].kernel, dtype="float32")
+
+    @property
+    def num_filters(self):
+        return int(self.kernel.shape[-1])
+
+    def __call__(self, filter_index=0):
+        """Returns float32 (kh, kw, cin): all input slices of filter ``filter_index``."""
+        n = self.num_filters
+        if not isinstance(filter_index, (int, np.integer)) or not 0 <= filter_index < n:
+            raise InputError(f"Invalid value received for argument `filter_index`. Expected "
+                             f"an integer in [0, {n - 1}] ({self.layer} has {n} filters). "
+                             f"Received: filter_index={filter_index!r}")
+        return self.kernel[..., int(filter_index)].copy()
