@@ -39,6 +39,7 @@ flags.DEFINE_bool("use_true_labels", True, "Untargeted: move away from the true 
                   "(False: from the model's prediction, as cleverhans does by default).")
 flags.DEFINE_integer("num_examples", 100, "First N test images are attacked.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Examples per attack call.", lower_bound=1)
+common.define_defense_flags()
 
 
 def main(argv):
@@ -61,24 +62,26 @@ def main(argv):
                    else (y + 1) % data.num_classes)
         kwargs["targeted"] = True
     params = common.effective_attack_params(FLAGS.attack, kwargs, seed=FLAGS.seed)
+    model, defense = common.apply_defense(run.model, data, run.clip_min, run.clip_max)
     call = {k: v for k, v in params.items() if not (k == "norm" and FLAGS.attack in
                                                       ("fgsm", "fgm_l2", "pgd", "pgd_l2"))}
     labels = targets if targeted else (y if FLAGS.use_true_labels else None)
     logging.info("%s on %d test images of %s, %s", FLAGS.attack, n, run.dataset_name, params)
     start = time.time()
-    x_adv = evaluation.run_attack(FLAGS.attack, run.model, x, labels, progress=True,
+    x_adv = evaluation.run_attack(FLAGS.attack, model, x, labels, progress=True,
                                   batch_size=FLAGS.batch_size, clip_min=run.clip_min,
                                   clip_max=run.clip_max, **call)
     seconds = time.time() - start
-    pred_clean = evaluation.predict_labels(run.model, x)
-    pred_adv = evaluation.predict_labels(run.model, x_adv)
+    pred_clean = evaluation.predict_labels(model, x)
+    pred_adv = evaluation.predict_labels(model, x_adv)
     metrics = evaluation.attack_metrics(y, x, x_adv, pred_clean, pred_adv, targets=targets)
     metrics["seconds"] = seconds
     metrics["model_fingerprint"] = run.fingerprint
+    metrics["defense"] = defense["defense"]
     rec = common.record("experiments.attack", {
         "attack": FLAGS.attack, "attack_kwargs": params, "num_examples": n,
         "use_true_labels": FLAGS.use_true_labels, "targeted": targeted,
-        "target_class": FLAGS.target_class, "dataset": run.dataset_name,
+        "target_class": FLAGS.target_class, "dataset": run.dataset_name, **defense,
         "clip_min": run.clip_min, "clip_max": run.clip_max}, {FLAGS.model_dir: run.fingerprint})
     rec.update(attack_kwargs=params, dataset=run.dataset_name, clip_min=run.clip_min,
                clip_max=run.clip_max)
@@ -89,7 +92,7 @@ def main(argv):
     os.makedirs(fig_dir, exist_ok=True)
     shown = min(8, n)
     conf_clean, conf_adv = (
-        np.asarray(keras.ops.softmax(run.model(a[:shown]))).max(axis=1) for a in (x, x_adv)
+        np.asarray(keras.ops.softmax(model(a[:shown]))).max(axis=1) for a in (x, x_adv)
     )
     plots.plot_examples(os.path.join(fig_dir, "examples.png"), x, x_adv, y, pred_clean,
                         pred_adv, run.class_names, clip_min=run.clip_min, clip_max=run.clip_max,
@@ -97,7 +100,7 @@ def main(argv):
     if FLAGS.attack == "iterative_noise" and n > 1:  # seed 001 fig. 16: re-use image 0's noise
         reused = attacks.apply_noise(x[1:], x_adv[:1] - x[:1], clip_min=run.clip_min,
                                      clip_max=run.clip_max)
-        pred_reused = evaluation.predict_labels(run.model, reused)
+        pred_reused = evaluation.predict_labels(model, reused)
         rundir.write_json(os.path.join(out_dir, "noise_reuse.json"), {
             "target": int(targets[0]), "pred_clean": pred_clean[1:], "pred_noisy": pred_reused,
             "fraction_predicted_as_target": float(np.mean(pred_reused == targets[0]))})

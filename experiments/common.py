@@ -236,3 +236,31 @@ def begin(out_dir, marker):
     path = os.path.join(out_dir, marker)
     if os.path.exists(path):
         os.remove(path)
+
+
+# ----------------------------------------------------------------------------- defenses
+
+
+def define_defense_flags():
+    """``--defense`` for the analysis scripts: evaluate the run's model behind a defense."""
+    flags.DEFINE_enum("defense", "none", ["none", "reconstruction"],
+                      "Evaluate the model behind a defense: reconstruction = a denoising "
+                      "autoencoder fitted on training images in front of it (Yuan et al. "
+                      "2019 §VI; attacked white-box through the autoencoder).")
+    flags.DEFINE_integer("defense_epochs", 5, "Epochs to fit the defense.", lower_bound=1)
+    flags.DEFINE_integer("defense_train_size", 2000, "Training images the defense is fitted "
+                         "on.", lower_bound=1)
+
+
+def apply_defense(model, data, clip_min, clip_max):
+    """``(model to evaluate, record of the defense)`` for the parsed ``--defense`` flags."""
+    if FLAGS.defense == "none":
+        return model, {"defense": "none"}
+    from cnnvis_tf import recipes
+
+    defended, history = recipes.reconstruction_defense(
+        model, data.x_train, clip_min=clip_min, clip_max=clip_max, epochs=FLAGS.defense_epochs,
+        seed=FLAGS.seed, num_train=FLAGS.defense_train_size)
+    return defended, {"defense": FLAGS.defense, "defense_epochs": FLAGS.defense_epochs,
+                      "defense_train_size": min(FLAGS.defense_train_size, len(data.x_train)),
+                      "defense_fit_loss": history.get("loss", [None])[-1]}

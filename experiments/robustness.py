@@ -42,6 +42,7 @@ flags.DEFINE_string("attack", None, "Attack for linf/l2 budgets (default fgsm / 
 flags.DEFINE_string("params", "", "Extra attack arguments 'key=value,...'.")
 flags.DEFINE_integer("num_examples", 1000, "First N test images.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 256, "Examples per attack call.", lower_bound=1)
+common.define_defense_flags()
 flags.DEFINE_bool("sanity", True, "Run gradient-masking sanity checks (PGD, unbounded BIM).")
 
 
@@ -65,20 +66,20 @@ def _levels():
     return levels
 
 
-def _curve(run, x, y, levels, attack, kwargs):
+def _curve(run, model, x, y, levels, attack, kwargs):
     box = {"clip_min": run.clip_min, "clip_max": run.clip_max, "batch_size": FLAGS.batch_size}
     if _budget() == "snr":
-        acc, achieved = evaluation.accuracy_vs_snr(run.model, x, y, levels, **box)
+        acc, achieved = evaluation.accuracy_vs_snr(model, x, y, levels, **box)
         budgets = [-s for s in levels]  # a lower SNR is a larger budget
     else:
-        acc = evaluation.accuracy_vs_eps(run.model, x, y, levels, attack=attack, **box,
+        acc = evaluation.accuracy_vs_eps(model, x, y, levels, attack=attack, **box,
                                          **kwargs)
         achieved, budgets = None, levels
     flags_ = evaluation.sanity_flags(budgets, [acc[v] for v in levels])
     if FLAGS.sanity:
         span = run.clip_max - run.clip_min
         eps = levels if _budget() == "linf" else [f * span for f in (0.05, 0.1, 0.2, 0.3)]
-        checks = evaluation.sanity_checks(run.model, x, y, eps, **box)
+        checks = evaluation.sanity_checks(model, x, y, eps, **box)
         for key in ("iterative_weaker_than_single_step", "unbounded_attack_fails"):
             flags_[key] = checks[key]
         flags_["messages"] = sorted(set(flags_["messages"] + checks["messages"]))
@@ -129,9 +130,11 @@ def main(argv):
             data = datasets.load_for_run(run.config, FLAGS.data_dir)
             n = min(FLAGS.num_examples, len(data.x_test))
             x, y = data.x_test[:n], data.y_test[:n].astype(np.int64)
-            acc, achieved, sanity = _curve(run, x, y, levels, attack, kwargs)
+            model, defense = common.apply_defense(run.model, data, run.clip_min, run.clip_max)
+            acc, achieved, sanity = _curve(run, model, x, y, levels, attack, kwargs)
             logging.info("%s (%s): %s; sanity %s", name, d, acc, sanity["messages"] or "ok")
-            per_run.append({"dir": d, "model_fingerprint": run.fingerprint, "accuracy": acc,
+            per_run.append({"dir": d, "model_fingerprint": run.fingerprint, **defense,
+                            "accuracy": acc,
                             "achieved_snr_db": achieved, "sanity": sanity, "num_examples": n})
         cols = {c: [100.0 * r["accuracy"][c] for r in per_run] for c in columns}
         cells[name] = {_col(c): v for c, v in cols.items()}
@@ -161,6 +164,7 @@ def main(argv):
                       title=f"{attack} ({results[names[0]]['runs'][0]['num_examples']} images)")
     params = {"budget": _budget(), "levels": levels, "attack": attack, "attack_kwargs": kwargs,
               "num_examples": FLAGS.num_examples, "sanity": FLAGS.sanity, "names": names,
+              "defense": FLAGS.defense, "defense_epochs": FLAGS.defense_epochs,
               "model_dirs": groups}
     rundir.write_record(out_dir, common.record("experiments.robustness", params, fingerprints))
     rundir.write_json(os.path.join(out_dir, "results.json"), {  # completion marker

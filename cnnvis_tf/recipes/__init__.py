@@ -14,7 +14,7 @@ from absl import logging
 from cnnvis_tf import datasets, defenses, models, training
 from cnnvis_tf.errors import InputError
 
-__all__ = ["TrainConfig", "train_run", "DEFAULT_MODEL"]
+__all__ = ["TrainConfig", "train_run", "DEFAULT_MODEL", "reconstruction_defense", "DEFENSES"]
 
 DEFAULT_MODEL = {
     "mnist": "conv2_fc500",
@@ -191,3 +191,22 @@ def train_run(config, output_dir, *, overwrite=False, extra_config=None):
         augment=config.augment,
         seed=config.seed, strategy=dist, config=cfg, settings=settings, overwrite=overwrite,
     )
+
+
+def reconstruction_defense(model, x_train, *, clip_min=0.0, clip_max=1.0, epochs=5,
+                           noise_std=0.1, seed=0, num_train=2000):
+    """Seed 000's input reconstruction in front of ``model``: a denoising autoencoder fitted
+    on (noisy) training images, returned as one functional model ``x -> model(AE(x))``
+    (logits), which attacks then see whole (gradients flow through the autoencoder).
+
+    Returns:
+      (defended model, fit history dict)
+    """
+    recon = defenses.InputReconstruction(model, clip_min=clip_min, clip_max=clip_max,
+                                         seed=seed)
+    x = x_train[: int(num_train)]
+    history = recon.fit(x, noise_std=noise_std, epochs=int(epochs))
+    return recon.defended_model(), {k: [float(v) for v in vs] for k, vs in history.items()}
+
+
+DEFENSES = ("none", "reconstruction")
