@@ -202,9 +202,11 @@ def architecture_summary(model):
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def settings_differences(old, new, resumable=RESUMABLE_KEYS):
+def settings_differences(old, new, resumable=RESUMABLE_KEYS, defaults=None):
     """Keys whose values differ between two settings dicts (flattened with dots), ignoring
-    ``resumable`` keys; ``epochs`` may only grow.
+    ``resumable`` keys; ``epochs`` may only grow. A key missing from ``old`` (a setting
+    added after that run was recorded) counts as equal when its new value is neutral
+    (None, 0, "", False) or its entry in ``defaults``.
 
     Returns:
       list of ``(key, old value, new value)``.
@@ -224,7 +226,9 @@ def settings_differences(old, new, resumable=RESUMABLE_KEYS):
     diffs = [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
              if k.split(".")[-1] not in resumable and a.get(k) != b.get(k)
              # a setting added after the run was recorded, left at its neutral default
-             and not (k not in a and b.get(k) in neutral)]
+             and not (k not in a and (b.get(k) in neutral or
+                                     (defaults or {}).get(k.split(".")[-1], object())
+                                     == b.get(k)))]
     if a.get("epochs") is not None and b.get("epochs") is not None and b["epochs"] < a["epochs"]:
         diffs.append(("epochs", a["epochs"], b["epochs"]))
     return diffs
@@ -371,6 +375,7 @@ def train(
     config=None,
     settings=None,
     overwrite=False,
+    defaults=None,
     callbacks=(),
     verbose=None,
 ):
@@ -394,6 +399,8 @@ def train(
         config.json with the recipe, the data facts and the architecture, and compared on
         a rerun.
       overwrite: delete an existing run in ``run_dir`` with other settings and start afresh.
+      defaults: default values of settings (older runs that lack a setting at its default
+        still resume).
       callbacks: extra Keras callbacks (run after checkpointing).
       verbose: Keras verbosity (default: progress bar on a terminal, a line per epoch else).
 
@@ -413,12 +420,12 @@ def train(
             learning_rate=learning_rate, momentum=momentum, lr_schedule=lr_schedule,
             lr_decay=lr_decay, decoupled_weight_decay=decoupled_weight_decay, augment=augment,
             seed=seed, strategy=strategy, config=config, settings=settings,
-            overwrite=overwrite, callbacks=callbacks, verbose=verbose)
+            overwrite=overwrite, defaults=defaults, callbacks=callbacks, verbose=verbose)
 
 
 def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, learning_rate,
                   momentum, lr_schedule, lr_decay, decoupled_weight_decay, augment, seed,
-                  strategy, config, settings, overwrite, callbacks, verbose):
+                  strategy, config, settings, overwrite, defaults, callbacks, verbose):
     replicas = strategy.num_replicas_in_sync
     steps_per_epoch = int(np.ceil(len(data.x_train) / batch_size))
     if replicas > 1 and 0 < len(data.x_train) % batch_size < replicas:
@@ -444,7 +451,8 @@ def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, lea
     }
     old = _existing_settings(run_dir)
     if old is not None:
-        diffs = settings_differences(old, full) if old else [("settings", "unrecorded", "new")]
+        diffs = (settings_differences(old, full, defaults=defaults) if old
+                 else [("settings", "unrecorded", "new")])
         if diffs and not overwrite:
             _refuse(run_dir, diffs)
         if diffs:

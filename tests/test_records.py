@@ -213,3 +213,17 @@ def test_visualize_writes_its_record(mnist_run, tmp_path):
     cfg = rundir.read_json(os.path.join(out, rundir.CONFIG))
     assert cfg["params"]["methods"] == ["saliency"] and cfg["params"]["seed"] == 0
     assert list(cfg["models"]) == [mnist_run["dir"]] and "saliency" in cfg["seconds"]
+
+
+def test_settings_added_later_at_their_default_still_resume():
+    old = {"model": "m", "epochs": 2}
+    assert training.settings_differences(old, {**old, "lr_decay": 0.0}) == []
+    assert training.settings_differences(old, {**old, "mode": "l2"},
+                                         defaults={"mode": "l2"}) == []
+    assert training.settings_differences(old, {**old, "mode": "decoupled"},
+                                         defaults={"mode": "l2"}) == [("mode", None,
+                                                                       "decoupled")]
+    assert training.settings_differences(old, {**old, "epochs": 5}) == []
+    assert training.settings_differences(old, {**old, "epochs": 1}) == [("epochs", 2, 1)]
+    assert training.settings_differences({"data": {"n": 1}}, {"data": {"n": 2}}) == [
+        ("data.n", 1, 2)]

@@ -190,6 +190,7 @@ def train_run(config, output_dir, *, overwrite=False, extra_config=None):
                                 else 0.0),
         augment=config.augment,
         seed=config.seed, strategy=dist, config=cfg, settings=settings, overwrite=overwrite,
+        defaults={f.name: f.default for f in dataclasses.fields(TrainConfig)},
     )
 
 
