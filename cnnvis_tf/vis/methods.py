@@ -2,11 +2,11 @@
 :class:`Output`: numbers for ``.npz``/``.json`` and a figure), and the writer of outputs."""
 
 import dataclasses
-import json
 import os
 
 import numpy as np
 
+from cnnvis_tf import rundir
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import (
     _model,
@@ -14,16 +14,20 @@ from cnnvis_tf.vis import (
     cam,
     embedding,
     feature_vis,
+    fooling,
     gallery,
     guided,
     inversion,
+    inversion_net,
     landscape,
+    multifaceted,
     neuron,
     occlusion,
     patches,
     plotting,
     saliency,
     segmentation,
+    style,
     weights,
 )
 
@@ -324,6 +328,88 @@ def _tsne_clusters(ctx):
                   fig)
 
 
+def _fooling(ctx):
+    evo = fooling.EvolutionaryFooling(ctx.model, **_clip(ctx))
+    imgs, hist = evo(generations=3 * ctx.steps, seed=ctx.seed)
+    k = np.arange(len(imgs))
+    fig = plotting.images(imgs, [f"{ctx.name(i)} ({p:.3f})" for i, p in zip(k, hist[-1])],
+                          f"Evolved fooling images (MAP-Elites, {len(hist) - 1} generations)",
+                          lo=ctx.clip_min, hi=ctx.clip_max)
+    return Output({"images": imgs, "classes": k, "history": hist},
+                  {"probability": hist[-1].tolist(), "generations": len(hist) - 1,
+                   "fooled_above_0.99": int((hist[-1] > 0.99).sum())}, fig)
+
+
+def _multifaceted(ctx):
+    mf = multifaceted.MultifacetedVisualization(ctx.model, ctx.layer, **_clip(ctx))
+    unit = ctx.label if ctx.layer is None else (ctx.channel or 0)
+    r = mf(ctx.x, unit, num_facets=ctx.num_facets, top=min(50, len(ctx.x)),
+           steps=max(ctx.steps // 2, 5), seed=ctx.seed)
+    n = len(r["images"])
+    what = ctx.name(unit) if ctx.layer is None else f"{ctx.layer}[{unit}]"
+    titles = [f"facet {i}: mean of top" for i in range(n)] + [
+        f"facet {i}: {a:.2f}" for i, a in enumerate(r["history"][-1])]
+    fig = plotting.images(list(r["init"]) + list(r["images"]), titles,
+                          f"Multifaceted visualization of {what} (top: cluster means, bottom: "
+                          "optimized)", cols=n, lo=ctx.clip_min, hi=ctx.clip_max)
+    return Output(dict(r, unit=unit), None, fig)
+
+
+def _inversion_net(ctx):
+    cut = max(1, int(0.8 * len(ctx.x)))
+    net = inversion_net.InversionNetwork(ctx.model, ctx.layer, seed=ctx.seed, **_clip(ctx))
+    hist = net.fit(ctx.x[:cut], epochs=max(5, ctx.steps // 2))
+    held = ctx.x[cut:]
+    rec = net(held)
+    mse = float(((rec - held) ** 2).mean())
+    base = float(((ctx.x[:cut].mean(axis=0) - held) ** 2).mean())
+    n = min(8, len(held))
+    fig = plotting.images(list(held[:n]) + list(rec[:n]), ["held-out"] * n + ["inverted"] * n,
+                          f"Inversion network from {ctx.layer or 'penultimate features'}: "
+                          f"MSE {mse:.4f} (mean image {base:.4f})", cols=n, lo=ctx.clip_min,
+                          hi=ctx.clip_max)
+    return Output({"original": held[:n], "reconstruction": rec[:n], "loss": hist},
+                  {"mse": mse, "mean_image_mse": base, "train_images": cut,
+                   "held_out_images": len(held)}, fig)
+
+
+def _style_pair(ctx):
+    other = np.flatnonzero(ctx.y != ctx.label)
+    return int(other[0]) if len(other) else (ctx.index + 1) % len(ctx.x)
+
+
+def _style_transfer(ctx):
+    ns = style.NeuralStyle(ctx.model, **_clip(ctx))
+    s = _style_pair(ctx)
+    img, hist = ns(ctx.image, ctx.x[s], steps=ctx.steps, seed=ctx.seed)
+    fig = plotting.images([ctx.image, ctx.x[s], img[0]], ["content", "style", "stylized"],
+                          f"Neural style ({', '.join(ns.style_layers)}): style loss "
+                          f"{hist[0, 0]:.3g} -> {hist[-1, 0]:.3g}", lo=ctx.clip_min,
+                          hi=ctx.clip_max)
+    return Output({"image": img[0], "history": hist, "style_index": s},
+                  {"style_loss_start": float(hist[0, 0]), "style_loss_end": float(hist[-1, 0]),
+                   "content_loss_end": float(hist[-1, 1])}, fig)
+
+
+def _fast_style(ctx):
+    fs = style.FastStyleTransfer(ctx.model, **_clip(ctx))
+    s = _style_pair(ctx)
+    pool = np.delete(np.arange(len(ctx.x)), s)
+    train, test = pool[:16], pool[16:24] if len(pool) > 16 else pool[:8]
+    hist = fs.fit(ctx.x[train], ctx.x[s], epochs=max(5, ctx.steps // 4), seed=ctx.seed)
+    out = fs(ctx.x[test])
+    before, after = fs.style_loss(ctx.x[test], ctx.x[s]), fs.style_loss(out, ctx.x[s])
+    fig = plotting.images([ctx.x[s]] + list(ctx.x[test]) + [ctx.x[s]] + list(out),
+                          ["style"] + [f"{b:.3g}" for b in before] + ["style"] +
+                          [f"{a:.3g}" for a in after],
+                          "Fast style transfer (top: inputs, bottom: transformer outputs; "
+                          "titles: style loss)", cols=len(test) + 1, lo=ctx.clip_min,
+                          hi=ctx.clip_max)
+    return Output({"inputs": ctx.x[test], "outputs": out, "history": hist},
+                  {"style_loss_inputs": float(before.mean()),
+                   "style_loss_outputs": float(after.mean()), "train_images": len(train)}, fig)
+
+
 METHODS = {
     "filters": _filters,
     "activations": _activations,
@@ -352,6 +438,11 @@ METHODS = {
     "neuron_gradient": _neuron_gradient,
     "grabcut": _grabcut,
     "tsne_clusters": _tsne_clusters,
+    "fooling": _fooling,
+    "multifaceted": _multifaceted,
+    "inversion_net": _inversion_net,
+    "style_transfer": _style_transfer,
+    "fast_style": _fast_style,
 }
 
 
@@ -383,11 +474,10 @@ def run(name, ctx, output_dir):
     paths = [plotting.save(out.figure, os.path.join(output_dir, f"{name}.png"))]
     if out.arrays:
         path = os.path.join(output_dir, f"{name}.npz")
-        np.savez_compressed(path, **{k: np.asarray(v) for k, v in out.arrays.items()})
+        rundir.write_npz(path, **out.arrays)
         paths.append(path)
     if out.facts is not None or not out.arrays:
         path = os.path.join(output_dir, f"{name}.json")
-        with open(path, "w") as f:
-            json.dump(out.facts or {}, f, indent=2)
+        rundir.write_json(path, out.facts or {})
         paths.append(path)
     return paths
