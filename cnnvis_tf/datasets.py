@@ -31,6 +31,7 @@ _URLS = {
     "mnist": "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
     "svhn_train": "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
     "svhn_test": "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+    "svhn_extra": "http://ufldl.stanford.edu/housenumbers/extra_32x32.mat",
     "tiny_imagenet": "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
 }
 
@@ -325,19 +326,22 @@ def _svhn_split(path):
     return x, y
 
 
-def _load_svhn(data_dir, download):
-    rel = ["train_32x32.mat", "test_32x32.mat"]
+def _load_svhn(data_dir, download, extra=False):
+    rel = ["train_32x32.mat", "test_32x32.mat"] + (["extra_32x32.mat"] if extra else [])
     d = _find(data_dir, rel)
     if d is None and download:
         import keras
 
-        for f, key in zip(rel, ("svhn_train", "svhn_test")):
+        for f, key in zip(rel, ("svhn_train", "svhn_test", "svhn_extra")):
             keras.utils.get_file(f, _URLS[key], cache_dir=None)
         d = _find(None, rel)
     if d is None:
         raise _missing("SVHN", data_dir, rel, "with keras.utils.get_file")
     xtr, ytr = _svhn_split(os.path.join(d, rel[0]))
     xte, yte = _svhn_split(os.path.join(d, rel[1]))
+    if extra:  # the 531,131 "extra" images join the training split (Netzer et al. 2011)
+        xex, yex = _svhn_split(os.path.join(d, rel[2]))
+        xtr, ytr = np.concatenate([xtr, xex]), np.concatenate([ytr, yex])
     return _to_float(xtr), ytr, _to_float(xte), yte, _MNIST_NAMES, d
 
 
@@ -412,8 +416,13 @@ def _load_tiny_imagenet(data_dir, download):
 DATASETS = ("mnist", "cifar10", "cifar100", "svhn", "tiny_imagenet")
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the usual ImageNet statistics (torchvision)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("dataset", "imagenet")
+
+
 def load(name, data_dir=None, *, seed=0, download=False, embedded=False, train_size=None,
-         validation_split=0.0):
+         validation_split=0.0, svhn_extra=False, normalization="dataset"):
     """Loads a dataset by name.
 
     Args:
@@ -426,6 +435,9 @@ def load(name, data_dir=None, *, seed=0, download=False, embedded=False, train_s
       validation_split: fraction of the (remaining) training examples held out, seeded and
         stratified by class, as ``x_val``/``y_val`` (0: none). Normalization statistics
         are computed on what is left for training.
+      svhn_extra: for ``svhn``, add ``extra_32x32.mat`` to the training split.
+      normalization: ``"dataset"`` (per-channel mean/std of the training split) or
+        ``"imagenet"`` (the ImageNet statistics, for RGB data such as Tiny ImageNet).
 
     Returns:
       A :class:`Dataset`.
@@ -440,6 +452,11 @@ def load(name, data_dir=None, *, seed=0, download=False, embedded=False, train_s
         validation_split = float(validation_split)
     except (TypeError, ValueError):
         validation_split = float("nan")
+    if svhn_extra and name != "svhn":
+        raise InputError(f"svhn_extra applies to svhn only, not {name!r}.")
+    if normalization not in NORMALIZATIONS:
+        raise InputError(f"Unknown normalization {normalization!r}: choose one of "
+                         f"{', '.join(NORMALIZATIONS)}.")
     if not 0.0 <= validation_split < 1.0:
         raise InputError(
             "Invalid value received for argument `validation_split`. Expected a fraction in "
@@ -454,7 +471,7 @@ def load(name, data_dir=None, *, seed=0, download=False, embedded=False, train_s
             10 if name == "cifar10" else 100, data_dir, download
         )
     elif name == "svhn":
-        xtr, ytr, xte, yte, names, source = _load_svhn(data_dir, download)
+        xtr, ytr, xte, yte, names, source = _load_svhn(data_dir, download, svhn_extra)
     else:
         xtr, ytr, xte, yte, names, source = _load_tiny_imagenet(data_dir, download)
     if train_size is not None:
@@ -473,7 +490,15 @@ def load(name, data_dir=None, *, seed=0, download=False, embedded=False, train_s
         xva, yva, xtr, ytr = xtr[val_idx], ytr[val_idx], xtr[keep], ytr[keep]
     logging.info("Dataset %s: %d train / %d validation / %d test from %s", name, len(xtr),
                  0 if xva is None else len(xva), len(xte), source)
-    return Dataset(name, xtr, ytr, xte, yte, list(names), source, x_val=xva, y_val=yva)
+    stats = {}
+    if normalization == "imagenet":
+        if xtr.shape[-1] != 3:
+            raise InputError(f"normalization='imagenet' needs RGB images; {name} has "
+                             f"{xtr.shape[-1]} channel(s).")
+        stats = {"mean": np.asarray(IMAGENET_MEAN, "float32"),
+                 "std": np.asarray(IMAGENET_STD, "float32")}
+    return Dataset(name, xtr, ytr, xte, yte, list(names), source, x_val=xva, y_val=yva,
+                   **stats)
 
 
 def _stratified_holdout(y, fraction, seed):
@@ -501,6 +526,8 @@ def load_for_run(config, data_dir=None):
         embedded=bool(config.get("embedded", False)) or source == "embedded",
         train_size=settings.get("train_size", config.get("train_size")),
         validation_split=float(settings.get("validation_split", 0.0)),
+        svhn_extra=bool(settings.get("svhn_extra", False)),
+        normalization=settings.get("normalization", "dataset"),
     )
 
 

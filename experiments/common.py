@@ -112,6 +112,11 @@ def define_train_flags(**defaults):
         "model", None, sorted(models.MODELS),
         "Model of the zoo (default: conv2_fc500 for mnist, resnet18 for cifar10/100 and svhn, "
         "resnet18_stem_pool for tiny_imagenet).")
+    flags.DEFINE_bool("svhn_extra", False, "SVHN: add extra_32x32.mat (531,131 images) to "
+                      "the training split.")
+    flags.DEFINE_enum("normalization", "dataset", ["dataset", "imagenet"],
+                      "Per-channel statistics of the model's normalize layer: the training "
+                      "split's, or ImageNet's (RGB data, e.g. Tiny ImageNet).")
     flags.DEFINE_bool("batch_norm", False, "Batch-norm variant of the model.")
     flags.DEFINE_bool("normalize", True, "Fold per-channel mean/std normalization into the "
                       "model.")

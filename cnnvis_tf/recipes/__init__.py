@@ -40,6 +40,8 @@ class TrainConfig:
     embedded: bool = False
     train_size: int = None
     validation_split: float = 0.1
+    svhn_extra: bool = False
+    normalization: str = "dataset"
     model: str = None
     batch_norm: bool = False
     normalize: bool = True
@@ -152,7 +154,8 @@ def train_run(config, output_dir, *, overwrite=False, extra_config=None):
     data = datasets.load(config.dataset, config.data_dir, seed=config.seed,
                          download=config.download, embedded=config.embedded,
                          train_size=config.train_size,
-                         validation_split=config.validation_split)
+                         validation_split=config.validation_split,
+                         svhn_extra=config.svhn_extra, normalization=config.normalization)
     if config.validation_split == 0:
         logging.info("validation_split=0: no validation split; curves show training numbers.")
     dist = training.get_strategy(config.strategy, config.tpu)
