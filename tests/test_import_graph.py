@@ -23,6 +23,7 @@ RANK = {
     "cnnvis_tf.vis": 6,
     "cnnvis_tf.defenses": 6,
     "cnnvis_tf.evaluation": 7,
+    "cnnvis_tf.certify": 7,
     "cnnvis_tf.recipes": 8,
     "cnnvis_tf": 9,
     "experiments.common": 10,

@@ -15,9 +15,12 @@ import inspect
 
 from cnnvis_tf.attacks._common import forward, wrap_probabilities
 from cnnvis_tf.attacks.adversarial_patch import adversarial_patch, apply_patch, patch
+from cnnvis_tf.attacks.apgd import apgd, apgd_ce, apgd_dlr, apgd_t
+from cnnvis_tf.attacks.autoattack import AutoAttack, autoattack
 from cnnvis_tf.attacks.basic_iterative_method import basic_iterative_method, bim
 from cnnvis_tf.attacks.carlini_wagner_l2 import carlini_wagner_l2, cw_l2
 from cnnvis_tf.attacks.deepfool import deepfool
+from cnnvis_tf.attacks.fab import fab
 from cnnvis_tf.attacks.fast_gradient_method import (
     fast_gradient_method,
     fgm_l2,
@@ -38,6 +41,7 @@ from cnnvis_tf.attacks.projected_gradient_descent import (
 )
 from cnnvis_tf.attacks.snr_fgsm import snr_db, snr_fgsm, snr_step
 from cnnvis_tf.attacks.spsa import spsa
+from cnnvis_tf.attacks.square import square
 from cnnvis_tf.attacks.universal_perturbation import universal, universal_perturbation
 from cnnvis_tf.errors import InputError
 
@@ -58,6 +62,12 @@ ATTACKS = {
     "patch": patch,
     "iterative_noise": iterative_noise,
     "gaussian_noise": gaussian_noise,
+    "apgd_ce": apgd_ce,
+    "apgd_dlr": apgd_dlr,
+    "apgd_t": apgd_t,
+    "fab": fab,
+    "square": square,
+    "autoattack": autoattack,
 }
 
 # The name of each attack's budget argument (None: no norm budget -- the attack minimizes
@@ -187,4 +197,12 @@ __all__ = [
     "class_from_noise",
     "gaussian_noise",
     "TARGETED_ONLY",
+    "apgd",
+    "apgd_ce",
+    "apgd_dlr",
+    "apgd_t",
+    "fab",
+    "square",
+    "autoattack",
+    "AutoAttack",
 ]
