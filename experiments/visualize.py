@@ -7,7 +7,8 @@ Writes ``<method>.png`` and ``<method>.npz`` (and/or ``.json``) per method. Meth
 filters, activations, occlusion, saliency, smoothgrad, gradcam, gradcam_pp, scorecam,
 integrated_gradients, guided_backprop, deconvnet, class_model, filter_max, inversion,
 deepdream, top_patches, tsne, pca, neighbors, loss_1d, loss_2d, adversarial_diff, gallery,
-filter_slices, neuron_gradient, grabcut, tsne_clusters (or all).
+filter_slices, neuron_gradient, grabcut, tsne_clusters, fooling, multifaceted, inversion_net,
+style_transfer, fast_style (or all).
 """
 
 import os
@@ -41,6 +42,8 @@ flags.DEFINE_enum("regularization", "yosinski", ["l2", "yosinski"], "class_model
                   "'yosinski' adds blur and clipping (Yosinski et al.).")
 flags.DEFINE_string("other_model_dir", None, "A second run directory of the same model: "
                     "loss_1d then interpolates between the two trained solutions.")
+flags.DEFINE_integer("num_facets", 3, "Facets (k-means clusters of the top images) for "
+                     "multifaceted.", lower_bound=1)
 flags.DEFINE_integer("steps", 100, "Optimization steps (class_model, filter_max, inversion).",
                      lower_bound=1)
 
@@ -84,7 +87,7 @@ def main(argv):
         adversarial=FLAGS.adversarial, steps=FLAGS.steps, seed=FLAGS.seed,
         filter_index=FLAGS.filter_index, regularization=FLAGS.regularization,
         position=tuple(int(p) for p in FLAGS.position) if FLAGS.position else None,
-        other_model=other.model if other else None,
+        other_model=other.model if other else None, num_facets=FLAGS.num_facets,
     )
     seconds = {}
     for k, name in enumerate(names, 1):
@@ -97,7 +100,8 @@ def main(argv):
               "channel": FLAGS.channel, "adversarial": FLAGS.adversarial,
               "num_examples": n, "steps": FLAGS.steps, "seed": FLAGS.seed,
               "filter_index": FLAGS.filter_index, "position": FLAGS.position,
-              "regularization": FLAGS.regularization, "other_model_dir": FLAGS.other_model_dir}
+              "regularization": FLAGS.regularization, "other_model_dir": FLAGS.other_model_dir,
+              "num_facets": FLAGS.num_facets}
     fingerprints = {FLAGS.model_dir: run.fingerprint}
     if other:
         fingerprints[FLAGS.other_model_dir] = other.fingerprint

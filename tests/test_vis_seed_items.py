@@ -6,7 +6,19 @@ import pytest
 
 from cnnvis_tf import datasets, testing
 from cnnvis_tf.errors import InputError
-from cnnvis_tf.vis import embedding, gallery, landscape, methods, neuron, segmentation, weights
+from cnnvis_tf.vis import (
+    embedding,
+    fooling,
+    gallery,
+    inversion_net,
+    landscape,
+    methods,
+    multifaceted,
+    neuron,
+    segmentation,
+    style,
+    weights,
+)
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +155,87 @@ def test_tsne_clusters_of_a_trained_model_are_pure(tiny):
     model, x, y = tiny
     r = embedding.TSNEClusters(model)(x[:90], y[:90])
     assert r["num_clusters"] >= 3 and r["purity"] > 0.9
+
+
+def test_evolved_fooling_images_reach_99_percent_from_outputs_only(mnist):
+    model = mnist[0]
+    evo = fooling.EvolutionaryFooling(model)
+    imgs, hist = evo(classes=[0, 3, 7], generations=150, seed=0)
+    probs = np.exp(np.asarray(model(imgs)))
+    probs /= probs.sum(-1, keepdims=True)
+    assert (probs[[0, 1, 2], [0, 3, 7]] > 0.99).all()  # classified as the targets
+    assert (np.diff(hist, axis=0) >= 0).all() and (hist[0] < 0.99).any()  # elites improve
+    assert imgs.min() >= 0 and imgs.max() <= 1
+
+
+def _two_mode_data(n=192, seed=0):
+    """Class 0 is a bright bar at the top OR the bottom (two facets); class 1 a middle bar,
+    class 2 a vertical bar."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    mode = rng.integers(0, 2, n)
+    x = rng.uniform(0, 0.15, (n, 12, 12, 1))
+    for i in range(n):
+        if y[i] == 0:
+            x[i, :4] += 0.7 * mode[i]
+            x[i, 8:] += 0.7 * (1 - mode[i])
+        elif y[i] == 1:
+            x[i, 4:8] += 0.7
+        else:
+            x[i, :, 4:8] += 0.7
+    return np.clip(x, 0, 1).astype("float32"), y, mode
+
+
+def test_multifaceted_finds_one_facet_per_mode():
+    import keras
+
+    x, y, mode = _two_mode_data()
+    keras.utils.set_random_seed(0)
+    model = testing.tiny_cnn()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=32, epochs=8, verbose=0)
+    r = multifaceted.MultifacetedVisualization(model)(x, 0, num_facets=2, top=40, steps=20)
+    assert (y[r["top"]] == 0).all()
+    for c in range(2):  # each k-means cluster holds one mode only
+        assert len(np.unique(mode[r["top"][r["cluster"] == c]])) == 1
+    top_bright = r["init"][:, :4].mean(axis=(1, 2, 3)) > r["init"][:, 8:].mean(axis=(1, 2, 3))
+    assert sorted(top_bright) == [False, True]  # the two starts are the two facets
+    assert (r["history"][-1] > r["history"][0]).all()
+
+
+def test_inversion_network_beats_the_mean_image(tiny):
+    model, x, _ = tiny
+    net = inversion_net.InversionNetwork(model, seed=0)
+    loss = net.fit(x[:150], epochs=12)
+    rec = net(x[150:])
+    mse = ((rec - x[150:]) ** 2).mean()
+    baseline = ((x[:150].mean(axis=0) - x[150:]) ** 2).mean()
+    assert loss[-1] < loss[0] and mse < 0.25 * baseline
+
+
+def _stripes():
+    """A style image with a texture the bar images lack: a grid of thin stripes."""
+    s = np.zeros((12, 12, 1), "float32")
+    s[:, ::3] = 0.9
+    s[::4, :] = 0.6
+    return s
+
+
+def test_neural_style_halves_the_style_loss(tiny):
+    model, x, _ = tiny
+    ns = style.NeuralStyle(model)
+    s = _stripes()
+    img, hist = ns(x[0], s, steps=40)
+    assert hist[-1, 0] < 0.5 * hist[0, 0] and hist[0, 1] == 0  # starts at the content
+    assert ns.style_loss(img, s)[0] == pytest.approx(hist[-1, 0], rel=1e-3)
+
+
+def test_fast_style_output_has_less_style_loss_than_its_input(tiny):
+    model, x, _ = tiny
+    fs = style.FastStyleTransfer(model)
+    s = _stripes()
+    fs.fit(x[:16], s, epochs=15)
+    out = fs(x[16:24])  # images the transformer never saw
+    assert out.shape == x[16:24].shape and out.min() >= 0 and out.max() <= 1
+    assert fs.style_loss(out, s).mean() < 0.8 * fs.style_loss(x[16:24], s).mean()

@@ -396,7 +396,7 @@ def _fast_style(ctx):
     s = _style_pair(ctx)
     pool = np.delete(np.arange(len(ctx.x)), s)
     train, test = pool[:16], pool[16:24] if len(pool) > 16 else pool[:8]
-    hist = fs.fit(ctx.x[train], ctx.x[s], epochs=max(5, ctx.steps // 4), seed=ctx.seed)
+    hist = fs.fit(ctx.x[train], ctx.x[s], epochs=max(5, ctx.steps), seed=ctx.seed)
     out = fs(ctx.x[test])
     before, after = fs.style_loss(ctx.x[test], ctx.x[s]), fs.style_loss(out, ctx.x[s])
     fig = plotting.images([ctx.x[s]] + list(ctx.x[test]) + [ctx.x[s]] + list(out),
