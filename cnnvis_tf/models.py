@@ -23,6 +23,7 @@ __all__ = [
     "resnet18",
     "count_params",
     "feature_model",
+    "add_input_noise",
 ]
 
 
@@ -353,3 +354,15 @@ def neuron_count(model):
                 flattened = True
             total += int(layer.units)
     return total
+
+
+# Cohen, Rosenfeld, Kolter. Certified Adversarial Robustness via Randomized Smoothing. ICML
+# 2019 (training with Gaussian data augmentation).
+def add_input_noise(model, sigma, seed=None):
+    """``model`` behind a ``keras.layers.GaussianNoise(sigma)`` input layer: Gaussian data
+    augmentation while training, the identity at inference (same logits as ``model``).
+
+    The classifier is nested (its layers are under the layer named after it)."""
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    noisy = keras.layers.GaussianNoise(float(sigma), seed=seed, name="input_noise")(inputs)
+    return keras.Model(inputs, model(noisy), name=f"{model.name}_noise")

@@ -68,15 +68,24 @@ def main(argv):
     labels = targets if targeted else (y if FLAGS.use_true_labels else None)
     logging.info("%s on %d test images of %s, %s", FLAGS.attack, n, run.dataset_name, params)
     start = time.time()
-    x_adv = evaluation.run_attack(FLAGS.attack, model, x, labels, progress=True,
-                                  batch_size=FLAGS.batch_size, clip_min=run.clip_min,
-                                  clip_max=run.clip_max, **call)
+    report = None
+    if FLAGS.attack == "autoattack":  # one call: its per-attack numbers and checks
+        x_adv, report = attacks.autoattack(model, x, y=labels, clip_min=run.clip_min,
+                                           clip_max=run.clip_max, **{
+                                               **call, "batch_size": FLAGS.batch_size,
+                                               "return_report": True})
+    else:
+        x_adv = evaluation.run_attack(FLAGS.attack, model, x, labels, progress=True,
+                                      batch_size=FLAGS.batch_size, clip_min=run.clip_min,
+                                      clip_max=run.clip_max, **call)
     seconds = time.time() - start
     pred_clean = evaluation.predict_labels(model, x)
     pred_adv = evaluation.predict_labels(model, x_adv)
     metrics = evaluation.attack_metrics(y, x, x_adv, pred_clean, pred_adv, targets=targets)
     metrics["seconds"] = seconds
     metrics["model_fingerprint"] = run.fingerprint
+    if report is not None:
+        metrics["autoattack"] = report
     metrics["defense"] = defense["defense"]
     rec = common.record("experiments.attack", {
         "attack": FLAGS.attack, "attack_kwargs": params, "num_examples": n,

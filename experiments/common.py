@@ -167,6 +167,8 @@ def define_train_flags(**defaults):
                         "(default: the model's conv/FC activations).")
     flags.DEFINE_float("filter_loss_weight", 0.0, "Interpretable filter mask + filter loss "
                        "weight on the last conv (0: off).")
+    flags.DEFINE_float("noise_sigma", 0.0, "Gaussian data augmentation of this std while "
+                       "training (for randomized smoothing, e.g. 0.25; 0: off).")
 
 
 def train_config_from_flags(**overrides):

@@ -88,6 +88,16 @@ def main(argv):
                     [f"--model_dirs={both}", "--names=conv2_fc500,conv2_fc500_bn", flag,
                      "--attack=fgsm", "--num_examples=1000"], dest, "results.json",
                     list(fp.values()))
+        # AutoAttack on 64 images (reduced iterations/queries: ~1 min) and smoothing
+        # certificates of a handful of images (Croce & Hein 2020; Cohen et al. 2019).
+        for name, module, args, marker in (
+                ("autoattack", "experiments.attack",
+                 ["--attack=autoattack", "--eps=0.2", "--num_examples=64",
+                  "--params=nb_iter=25,n_queries=500"], "metrics.json"),
+                ("certify", "experiments.certify",
+                 ["--sigma=0.25", "--n=2000", "--num_examples=16"], "results.json")):
+            _script(module, [f"--model_dir={out}", *args], os.path.join(out, name), marker,
+                    [fp["no batch norm"]])
         dest = os.path.join(out, "vis")
         _script("experiments.visualize",
                 [f"--model_dir={out}", "--methods=all",

@@ -117,7 +117,8 @@ def main(argv):
                                          if attacks.budget_name(n) == "eps"
                                          and n not in attacks.TARGETED_ONLY) + ".")
         kwargs = {k: v for k, v in common.effective_attack_params(
-            attack, kwargs, seed=FLAGS.seed).items() if k not in ("eps", "norm", "targeted")}
+            attack, kwargs, seed=FLAGS.seed).items() if k not in (
+            "eps", "norm", "targeted", "batch_size", "return_report", "return_queries")}
     out_dir = common.make_output_dir(FLAGS.output_dir)
     common.begin(out_dir, "results.json")
     columns = ["Clean"] + levels

@@ -69,6 +69,7 @@ class TrainConfig:
     smooth_power: int = 1
     smooth_layers: str = None
     filter_loss_weight: float = 0.0
+    noise_sigma: float = 0.0
 
     @classmethod
     def from_dict(cls, values):
@@ -116,6 +117,7 @@ class TrainConfig:
         finite("parseval_beta", 0)
         finite("smooth_gamma", 0)
         finite("filter_loss_weight", 0)
+        finite("noise_sigma", 0)
         for name in ("epochs", "batch_size", "pgd_steps", "smooth_power"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -168,6 +170,8 @@ def train_run(config, output_dir, *, overwrite=False, extra_config=None):
             kwargs.update(mean=data.mean, std=data.std)
         classifier = models.build_model(config.model, data.input_shape, data.num_classes,
                                         **kwargs)
+        if config.noise_sigma:  # Gaussian data augmentation (randomized smoothing)
+            classifier = models.add_input_noise(classifier, config.noise_sigma, config.seed)
         return defenses.make_defended(
             classifier, adv_training=config.adv_training, adv_ratio=config.adv_ratio,
             adv_eps=config.adv_eps, adv_snr_db=config.adv_snr_db, pgd_steps=config.pgd_steps,

@@ -443,3 +443,22 @@ def clusters(points, ids, majority, purity, class_names=None):
                  f"purity {purity:.1%}", fontsize=10)
     ax.legend(fontsize=7, loc="best")
     return fig
+
+
+def plot_certified_accuracy(path, radii, curves, *, title=""):
+    """Certified accuracy (%) against the L2 radius, one line per model (or sigma).
+
+    Args:
+      radii: the radii of the x axis.
+      curves: ``{name: [certified accuracy in [0, 1] at each radius]}``.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, accs in curves.items():
+        ax.step(radii, [100 * a for a in accs], where="post", marker="o", label=name)
+    ax.set_xlabel("L2 radius")
+    ax.set_ylabel("certified accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return save(fig, path)

@@ -1,0 +1,94 @@
+r"""Certified accuracy of a run under Gaussian randomized smoothing (Cohen et al. 2019).
+
+  python -m experiments.certify --model_dir=runs/mnist_noise --sigma=0.25 --n=100000 \
+      --num_examples=500 --output_dir=runs/mnist_noise/certify
+
+Each test image gets CERTIFY's answer: a class and an L2 radius (Clopper-Pearson bound
+on ``p_A`` from ``--n`` noisy copies, level ``1 - --alpha``), or an abstention. Writes
+``table.md``/``table.csv`` (certified accuracy (%) at each radius of ``--radii``),
+``predictions.csv`` (per image: label, prediction, p_A lower bound, radius),
+``config.json``, ``figures/certified_accuracy.png`` and, last, ``results.json``. Train
+the base model with ``experiments.train --noise_sigma=<sigma>`` for useful radii.
+"""
+
+import os
+import time
+
+import numpy as np
+from absl import flags, logging
+
+from cnnvis_tf import certify, datasets, rundir
+from cnnvis_tf.checks import parse_floats
+from cnnvis_tf.errors import InputError
+from cnnvis_tf.vis import plotting as plots
+from experiments import common
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("model_dir", None, "Run directory written by experiments.train.")
+flags.DEFINE_string("data_dir", None, "Dataset folder (default: the run's).")
+flags.DEFINE_float("sigma", 0.25, "Noise standard deviation (input units).", lower_bound=0)
+flags.DEFINE_integer("n0", 100, "Draws to guess the class.", lower_bound=1)
+flags.DEFINE_integer("n", 100_000, "Draws to bound p_A.", lower_bound=1)
+flags.DEFINE_float("alpha", 0.001, "Failure probability of each certificate.")
+flags.DEFINE_integer("num_examples", 100, "First N test images.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 1000, "Noisy copies per forward pass.", lower_bound=1)
+flags.DEFINE_string("radii", "0,0.25,0.5,0.75,1,1.5,2", "Radii of the table's columns.")
+
+
+def main(argv):
+    del argv
+    if FLAGS.sigma <= 0 or not 0 < FLAGS.alpha < 1:
+        raise InputError(f"--sigma must be > 0 and --alpha in (0, 1); received --sigma="
+                         f"{FLAGS.sigma:g} --alpha={FLAGS.alpha:g}.")
+    radii = parse_floats("radii", FLAGS.radii, low=0.0)
+    run = rundir.load_run(FLAGS.model_dir)
+    data = datasets.load_for_run(run.config, FLAGS.data_dir)
+    out_dir = common.make_output_dir(FLAGS.output_dir)
+    common.begin(out_dir, "results.json")
+    n = min(FLAGS.num_examples, len(data.x_test))
+    x, y = data.x_test[:n], data.y_test[:n].astype(np.int64)
+    smooth = certify.Smoothed(run.model, data.num_classes, FLAGS.sigma,
+                              batch_size=FLAGS.batch_size, seed=FLAGS.seed)
+    logging.info("Certifying %d images of %s: sigma=%g, n0=%d, n=%d, alpha=%g", n,
+                 run.dataset_name, FLAGS.sigma, FLAGS.n0, FLAGS.n, FLAGS.alpha)
+    start = time.time()
+    pred, radius, p_lower = smooth.certify(x, n0=FLAGS.n0, n=FLAGS.n, alpha=FLAGS.alpha)
+    seconds = time.time() - start
+    acc = certify.certified_accuracy(pred, radius, y, radii)
+    name = os.path.basename(os.path.normpath(FLAGS.model_dir))
+    cols = [f"{r:g}" for r in radii]
+    rec = common.record("experiments.certify", {
+        "sigma": FLAGS.sigma, "n0": FLAGS.n0, "n": FLAGS.n, "alpha": FLAGS.alpha,
+        "num_examples": n, "radii": radii, "dataset": run.dataset_name, "seed": FLAGS.seed},
+        {FLAGS.model_dir: run.fingerprint})
+    rundir.write_record(out_dir, rec)
+    abstain = int(np.sum(pred == certify.ABSTAIN))
+    rundir.write_table(out_dir, row_label="Model", columns=cols,
+                       rows={name: {c: 100 * a for c, a in zip(cols, acc)}},
+                       title=f"Certified accuracy (%) at each L2 radius (sigma={FLAGS.sigma:g}, "
+                             f"n={FLAGS.n}, alpha={FLAGS.alpha:g}).", unit="%",
+                       notes=["", f"{abstain} of {n} images abstained."])
+    rundir.write_csv(os.path.join(out_dir, "predictions.csv"),
+                     [["label", "prediction", "p_lower", "radius"]]
+                     + [[int(a), int(b), float(c), float(d)]
+                        for a, b, c, d in zip(y, pred, p_lower, radius)])
+    fig_dir = os.path.join(out_dir, "figures")
+    os.makedirs(fig_dir, exist_ok=True)
+    plots.plot_certified_accuracy(os.path.join(fig_dir, "certified_accuracy.png"), radii,
+                                  {f"{name} (sigma={FLAGS.sigma:g})": acc})
+    correct = (pred == y) & (pred != certify.ABSTAIN)
+    results = {
+        "certified_accuracy": dict(zip(cols, acc)), "abstentions": abstain,
+        "abstention_rate": abstain / n, "num_examples": n, "sigma": FLAGS.sigma,
+        "n0": FLAGS.n0, "n": FLAGS.n, "alpha": FLAGS.alpha, "seconds": seconds,
+        "mean_radius_correct": float(radius[correct].mean()) if correct.any() else 0.0,
+        "model_fingerprint": run.fingerprint,
+    }
+    rundir.write_json(os.path.join(out_dir, "results.json"), results)  # completion marker
+    logging.info("certified accuracy %s; %d abstentions; %.1f s", results[
+        "certified_accuracy"], abstain, seconds)
+
+
+if __name__ == "__main__":
+    common.run(main, required=("model_dir", "output_dir"))
