@@ -239,3 +239,18 @@ def test_fast_style_output_has_less_style_loss_than_its_input(tiny):
     out = fs(x[16:24])  # images the transformer never saw
     assert out.shape == x[16:24].shape and out.min() >= 0 and out.max() <= 1
     assert fs.style_loss(out, s).mean() < 0.8 * fs.style_loss(x[16:24], s).mean()
+
+
+def test_loss_1d_method_with_another_model(tiny, tmp_path):
+    model, x, y = tiny
+    other = testing.trained_tiny_cnn(seed=2, epochs=2)[0]
+    ctx = methods.Context(model, x[:48], y[:48], other_model=other)
+    methods.run("loss_1d", ctx, str(tmp_path))
+    with np.load(tmp_path / "loss_1d.npz") as data:
+        alpha, loss = data["alpha"], data["loss"]
+    i0, i1 = int(np.argmin(np.abs(alpha))), int(np.argmin(np.abs(alpha - 1)))
+    assert alpha[i0] == 0 and alpha[i1] == 1
+    assert loss[i0] == pytest.approx(landscape.evaluate(model, x[:48], y[:48])[0], rel=1e-4,
+                                     abs=1e-7)
+    assert loss[i1] == pytest.approx(landscape.evaluate(other, x[:48], y[:48])[0], rel=1e-4,
+                                     abs=1e-7)

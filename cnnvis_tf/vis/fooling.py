@@ -30,7 +30,7 @@ class EvolutionaryFooling(_model.Visualizer):
         return _model.softmax(self.resolved.logits(x).astype("float64"))
 
     def __call__(self, classes=None, generations=200, offspring=64, mutation_rate=0.1,
-                 mutation_std=0.3, target=0.99, seed=0):
+                 mutation_std=0.3, target=0.995, seed=0):
         """Evolves one fooling image per class.
 
         Args:
@@ -65,7 +65,8 @@ class EvolutionaryFooling(_model.Visualizer):
         for _ in range(generations):
             if (fitness >= target).all():
                 break
-            parents = elites[rng.integers(0, len(classes), offspring)]
+            open_niches = np.flatnonzero(fitness < target)  # no effort on finished ones
+            parents = elites[rng.choice(open_niches, offspring)]
             genes = rng.random(parents.shape) < rate
             kids = parents + genes * rng.normal(0.0, std, parents.shape)
             kids = np.clip(kids, self.clip_min, self.clip_max).astype("float32")

@@ -330,7 +330,7 @@ def _tsne_clusters(ctx):
 
 def _fooling(ctx):
     evo = fooling.EvolutionaryFooling(ctx.model, **_clip(ctx))
-    imgs, hist = evo(generations=3 * ctx.steps, seed=ctx.seed)
+    imgs, hist = evo(generations=10 * ctx.steps, seed=ctx.seed)
     k = np.arange(len(imgs))
     fig = plotting.images(imgs, [f"{ctx.name(i)} ({p:.3f})" for i, p in zip(k, hist[-1])],
                           f"Evolved fooling images (MAP-Elites, {len(hist) - 1} generations)",
