@@ -12,7 +12,7 @@ Printed ratios:
 
 1. ``<attack> / (k x raw)`` for the gradient attacks, ``k`` their number of gradient
    evaluations (fgsm, fgm_l2, snr_fgsm: 1; bim, pgd, mim with nb_iter=10: 10, PGD's random
-   start counting 0). *raw* is one forward+backward pass of the cross-entropy w.r.t. the
+   start counting 0; apgd_ce with nb_iter=10: 11, goal <= 1.2). *raw* is one forward+backward pass of the cross-entropy w.r.t. the
    input on the same batch, ``tf.GradientTape`` inside a ``tf.function`` (**compiled**;
    the ratio against an eager tape is printed too). ``k x raw`` is timed as ``k``
    back-to-back raw passes, so that both sides of a ratio last as long and see the same
@@ -58,6 +58,8 @@ GRADIENT_ATTACKS = {  # name: (call, gradient evaluations)
     "bim": (lambda m, x: attacks.bim(m, x, 0.1, nb_iter=10), 10),
     "pgd": (lambda m, x: attacks.pgd(m, x, 0.1, nb_iter=10), 10),
     "mim": (lambda m, x: attacks.mim(m, x, 0.1, nb_iter=10), 10),
+    # APGD: one gradient at the start plus one per iteration (Croce & Hein 2020); goal <= 1.2
+    "apgd_ce": (lambda m, x: attacks.apgd_ce(m, x, 0.1, nb_iter=10, seed=0), 11),
 }
 
 
@@ -183,6 +185,11 @@ def main(argv):
     _row(f"  model alone: {n} raw passes on 1 / 1 on {n}", f"{n * raw['one'] / raw['all']:.2f}",
          f"(one raw pass: {1000 * raw['one']:.1f} ms on 1 image, {1000 * raw['all']:.1f} ms "
          f"on {n})")
+    start = time.perf_counter()
+    aa = attacks.autoattack(model, x, 0.1, y=y, nb_iter=10, n_queries=100, verbose=False,
+                            return_report=True)[1]
+    _row("AutoAttack standard (10 iter, 100 queries) s", f"{time.perf_counter() - start:.1f}",
+         f"(robust {aa['robust_accuracy']:.3f}, by attack {aa['robust_accuracy_by_attack']})")
     if art:
         _row("fgsm / ART fgsm", f"{best['fgsm'] / best['art_fgsm']:.2f}")
         _row("pgd / ART pgd", f"{best['pgd'] / best['art_pgd']:.2f}")

@@ -147,7 +147,7 @@ def test_registry_and_bad_arguments(tiny):
         "eps": 0.1, "nb_iter": 5, "eot_iter": 2}
     with pytest.raises(InputError, match="version"):
         attacks.autoattack(model, x[:4], 0.1, version="fast")
-    with pytest.raises(InputError, match="untargeted"):
+    with pytest.raises(InputError, match="targeted"):
         attacks.autoattack(model, x[:4], 0.1, y=y[:4], targeted=True)
     with pytest.raises(InputError, match="loss"):
         attacks.apgd(model, x[:4], 0.1, loss="hinge")

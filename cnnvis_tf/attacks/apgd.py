@@ -20,6 +20,7 @@ import tensorflow as tf
 from cnnvis_tf.attacks import _steps
 from cnnvis_tf.attacks._common import check_norm, finish, prepare
 from cnnvis_tf.checks import check_fraction, check_positive_int, invalid
+from cnnvis_tf.errors import InputError
 
 __all__ = ["apgd", "apgd_ce", "apgd_dlr", "apgd_t", "run_apgd", "checkpoints", "dlr_loss",
            "targeted_dlr_loss", "LOSSES"]
@@ -51,11 +52,13 @@ def dlr_loss(logits, y):
 
 
 def targeted_dlr_loss(logits, y, target):
-    """Targeted DLR ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` (to maximize)."""
+    """Targeted DLR ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` (to maximize; with 3
+    classes ``z_pi4`` is replaced by ``z_pi3``)."""
     z_y = tf.gather(logits, y, batch_dims=1)
     z_t = tf.gather(logits, target, batch_dims=1)
-    top = tf.math.top_k(logits, k=4).values
-    return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+    k = min(4, logits.shape[-1])
+    top = tf.math.top_k(logits, k=k).values
+    return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, k - 1]) + 1e-12)
 
 
 def _objective(logits, y, target, loss, aim_target):
@@ -249,7 +252,7 @@ def apgd(model_fn, x, eps=0.3, *, nb_iter=100, norm=np.inf, loss="ce", n_restart
     model_fn, x, y, logits = prepare(model_fn, x, y=y, targeted=targeted, clip_min=clip_min,
                                      clip_max=clip_max, from_probabilities=from_probabilities,
                                      eps=eps)
-    _check_classes(loss, logits.shape[1], targeted)
+    _check_classes(loss, logits.shape[1])
     if targeted:
         args = dict(y=tf.constant(logits.argmax(1), tf.int64), target=y, aim_target=True)
     else:
@@ -269,11 +272,9 @@ def _check(norm, loss, nb_iter, n_restarts, rho, eot_iter):
     return norm, loss, kw
 
 
-def _check_classes(loss, num_classes, targeted):
-    need = 4 if targeted else 3
-    if loss == "dlr" and num_classes < need:
-        raise invalid("loss", f"'ce' for a model with fewer than {need} classes (DLR needs "
-                      f"{need})", loss)
+def _check_classes(loss, num_classes):
+    if loss == "dlr" and num_classes < 3:
+        raise invalid("loss", "'ce' for a model with 2 classes (DLR needs 3)", loss)
 
 
 def apgd_ce(model_fn, x, eps=0.3, *, nb_iter=100, norm=np.inf, n_restarts=1, rho=0.75,
@@ -297,8 +298,8 @@ def apgd_dlr(model_fn, x, eps=0.3, *, nb_iter=100, norm=np.inf, n_restarts=1, rh
 
 
 def apgd_t(model_fn, x, eps=0.3, *, n_target_classes=9, nb_iter=100, norm=np.inf,
-           n_restarts=1, rho=0.75, eot_iter=1, seed=None, y=None, clip_min=0.0, clip_max=1.0,
-           from_probabilities=False):
+           n_restarts=1, rho=0.75, eot_iter=1, seed=None, y=None, targeted=False,
+           clip_min=0.0, clip_max=1.0, from_probabilities=False):
     """APGD-T: untargeted robustness by the targeted DLR loss towards each of the
     ``n_target_classes`` highest-scoring other classes in turn (on the points not yet
     broken).
@@ -306,6 +307,7 @@ def apgd_t(model_fn, x, eps=0.3, *, n_target_classes=9, nb_iter=100, norm=np.inf
     Args:
       n_target_classes: classes ranked 2nd, 3rd, ... by the clean logits (at most
         ``num_classes - 1``; 9 in AutoAttack).
+      targeted: must be False (the targets are chosen as above).
       Others: as :func:`apgd`; ``y`` are the true labels (``None``: predictions).
 
     Returns:
@@ -317,9 +319,13 @@ def apgd_t(model_fn, x, eps=0.3, *, n_target_classes=9, nb_iter=100, norm=np.inf
     """
     norm, _, kw = _check(norm, "dlr", nb_iter, n_restarts, rho, eot_iter)
     n_target_classes = check_positive_int("n_target_classes", n_target_classes)
-    model_fn, x, y, logits = prepare(model_fn, x, y=y, clip_min=clip_min, clip_max=clip_max,
-                                     from_probabilities=from_probabilities, eps=eps)
-    _check_classes("dlr", logits.shape[1], True)
+    model_fn, x, y, logits = prepare(model_fn, x, y=y, targeted=targeted, clip_min=clip_min,
+                                     clip_max=clip_max, from_probabilities=from_probabilities,
+                                     eps=eps)
+    _check_classes("dlr", logits.shape[1])
+    if targeted:
+        raise InputError("APGD-T is untargeted (it picks its own target classes); drop "
+                         "targeted=True, or use apgd_ce/apgd_dlr with targeted=True.")
     x_adv, _ = run_apgd_t(model_fn, x, y, logits, float(eps), norm=norm, seed=seed,
                           n_target_classes=n_target_classes, clip_min=clip_min,
                           clip_max=clip_max, **kw)

@@ -29,7 +29,6 @@ from cnnvis_tf.attacks.apgd import run_apgd, run_apgd_t
 from cnnvis_tf.attacks.fab import run_fab
 from cnnvis_tf.attacks.square import run_square
 from cnnvis_tf.checks import check_positive_int, invalid, looks_like_probabilities
-from cnnvis_tf.errors import InputError
 
 __all__ = ["autoattack", "AutoAttack", "VERSIONS", "run_checks"]
 
@@ -122,16 +121,16 @@ class AutoAttack:
           succeeded; with EOT, the last candidate) and ``{"clean_accuracy", "robust_accuracy", "robust_accuracy_by_attack",
           "seconds_by_attack", "square_queries", "checks", ...}``.
         """
-        outputs = np.asarray(forward(self.model_fn, tf.constant(np.asarray(x, np.float32)[:8])))
-        probs = outputs.ndim == 2 and looks_like_probabilities(outputs)
+        probs = _outputs_probabilities(self.model_fn, x)
         model_fn, x_t, y_t, logits = prepare(
             self.model_fn, x, y=y, clip_min=self.clip_min, clip_max=self.clip_max,
-            from_probabilities=from_probabilities or probs, eps=self.eps)
+            from_probabilities=from_probabilities, eps=self.eps)  # converts and logs probs
         checks = run_checks(model_fn, x_t, y_t, logits, probabilities=probs,
                             n_target_classes=self.n_target_classes,
                             attacks_to_run=self.attacks_to_run)
         for msg in checks["messages"]:
-            logging.warning("AutoAttack check: %s", msg)
+            if "probabilities" not in msg:  # prepare has logged that one
+                logging.warning("AutoAttack check: %s", msg)
         x_np, y_np = x_t.numpy(), y_t.numpy()
         state = self._load_state(x_np, y_np)
         if state is None:
@@ -143,6 +142,9 @@ class AutoAttack:
         start = time.time() - state["seconds"][-1]
         for name in self.attacks_to_run:
             if name in state["done"]:
+                continue
+            if logits.shape[1] < 3 and name in ("apgd-dlr", "apgd-t", "fab-t"):
+                logging.warning("AutoAttack: %s skipped (%d classes)", name, logits.shape[1])
                 continue
             idx = np.flatnonzero(state["robust"])
             for s in range(0, len(idx), self.batch_size):
@@ -220,6 +222,16 @@ class AutoAttack:
                          queries=np.zeros(0) if state["queries"] is None else state["queries"])
 
 
+def _outputs_probabilities(model_fn, x):
+    """Whether ``model_fn`` outputs probabilities on a few images of ``x`` (False when it
+    cannot be called: :func:`prepare` then names the problem)."""
+    try:
+        out = np.asarray(forward(model_fn, tf.constant(np.asarray(x, np.float32)[:8])))
+    except Exception:  # bad models and inputs are reported by prepare
+        return False
+    return bool(out.ndim == 2 and looks_like_probabilities(out))
+
+
 def run_checks(model_fn, x, y, logits, *, probabilities=False, n_target_classes=9,
                attacks_to_run=VERSIONS["standard"], sample=16):
     """The reference's checks before an evaluation (a True flag is a warning).
@@ -241,14 +253,14 @@ def run_checks(model_fn, x, y, logits, *, probabilities=False, n_target_classes=
     num_classes = logits.shape[1]
     dlr = any(n in attacks_to_run for n in ("apgd-dlr", "apgd-t"))
     targets = any(n in attacks_to_run for n in ("apgd-t", "fab-t"))
-    few = (dlr and num_classes < 4) or (targets and n_target_classes > num_classes - 1)
+    few = (dlr and num_classes < 3) or (targets and n_target_classes > num_classes - 1)
     text = {
         "randomized": "the forward pass is random: use version='rand' (EOT)",
         "probability_outputs": "the model outputs probabilities (softmax head): attack its "
                                "logits; log-probabilities are used",
         "zero_gradients": f"{100 * zero:.0f}% of the checked points have an all-zero input "
                           "gradient (gradient masking?): trust Square/DLR, not CE",
-        "too_few_classes": f"{num_classes} classes: DLR needs >= 4 and at most "
+        "too_few_classes": f"{num_classes} classes: DLR needs >= 3 and at most "
                            f"{num_classes - 1} targets exist",
         "dynamic": "a point's output depends on the other points of its batch (dynamic or "
                    "batch-dependent defense): adaptive attacks are needed",
@@ -276,7 +288,7 @@ def _square_check(checks, by_attack, tol=0.002):
 def autoattack(model_fn, x, eps=0.3, *, version="standard", norm=np.inf, attacks_to_run=None,
                nb_iter=100, n_queries=5000, n_target_classes=9, n_restarts=None,
                eot_iter=None, seed=0, y=None, targeted=False, clip_min=0.0, clip_max=1.0,
-               batch_size=500, state_path=None, from_probabilities=False,
+               batch_size=500, state_path=None, from_probabilities=False, verbose=True,
                return_report=False):
     """AutoAttack (see :class:`AutoAttack`); untargeted only.
 
@@ -290,12 +302,13 @@ def autoattack(model_fn, x, eps=0.3, *, version="standard", norm=np.inf, attacks
       Croce, Hein. Reliable evaluation of adversarial robustness with an ensemble of
       diverse parameter-free attacks. ICML 2020.
     """
-    if targeted:
-        raise InputError("AutoAttack is untargeted (APGD-T and FAB-T choose their own "
-                         "targets); drop targeted=True.")
+    if targeted is None or isinstance(targeted, str) or targeted:
+        raise invalid("targeted", "False (AutoAttack is untargeted: APGD-T and FAB-T choose "
+                      "their own targets)", targeted)
     aa = AutoAttack(model_fn, eps, norm=norm, version=version, attacks_to_run=attacks_to_run,
                     nb_iter=nb_iter, n_queries=n_queries, n_target_classes=n_target_classes,
                     n_restarts=n_restarts, eot_iter=eot_iter, seed=seed, clip_min=clip_min,
-                    clip_max=clip_max, batch_size=batch_size, state_path=state_path)
+                    clip_max=clip_max, batch_size=batch_size, state_path=state_path,
+                    verbose=verbose)
     x_adv, report = aa.run(x, y, from_probabilities=from_probabilities)
     return (x_adv, report) if return_report else x_adv

@@ -17,6 +17,7 @@ import tensorflow as tf
 from cnnvis_tf.attacks import _steps
 from cnnvis_tf.attacks._common import check_norm, finish, prepare
 from cnnvis_tf.checks import check_positive, check_positive_int, invalid
+from cnnvis_tf.errors import InputError
 
 __all__ = ["fab", "run_fab", "project_hyperplane_box"]
 
@@ -170,8 +171,8 @@ def run_fab(model_fn, x, y, logits, eps, *, nb_iter=100, norm=np.inf, n_restarts
 # Croce, Hein. Minimally distorted Adversarial Examples with a Fast Adaptive Boundary
 # Attack. ICML 2020.
 def fab(model_fn, x, eps=0.3, *, nb_iter=100, norm=np.inf, n_restarts=1, n_target_classes=0,
-        alpha_max=0.1, eta=1.05, beta=0.9, seed=None, y=None, clip_min=0.0, clip_max=1.0,
-        from_probabilities=False):
+        alpha_max=0.1, eta=1.05, beta=0.9, seed=None, y=None, targeted=False, clip_min=0.0,
+        clip_max=1.0, from_probabilities=False):
     """FAB (untargeted) or FAB-T (``n_target_classes > 0``).
 
     Args:
@@ -187,6 +188,7 @@ def fab(model_fn, x, eps=0.3, *, nb_iter=100, norm=np.inf, n_restarts=1, n_targe
       alpha_max, eta, beta: the reference's step parameters (0.1, 1.05, 0.9).
       seed: integer seed of the random restarts.
       y: true labels (``None``: predictions).
+      targeted: must be False (FAB-T picks its own targets; see ``n_target_classes``).
       clip_min, clip_max: the input box.
       from_probabilities: ``model_fn`` outputs softmax probabilities instead of logits.
 
@@ -206,8 +208,12 @@ def fab(model_fn, x, eps=0.3, *, nb_iter=100, norm=np.inf, n_restarts=1, n_targe
     for name, value in (("alpha_max", alpha_max), ("eta", eta), ("beta", beta)):
         check_positive(name, value)
     budget = {} if eps is None else {"eps": eps}
-    model_fn, x, y, logits = prepare(model_fn, x, y=y, clip_min=clip_min, clip_max=clip_max,
-                                     from_probabilities=from_probabilities, **budget)
+    model_fn, x, y, logits = prepare(model_fn, x, y=y, targeted=targeted, clip_min=clip_min,
+                                     clip_max=clip_max, from_probabilities=from_probabilities,
+                                     **budget)
+    if targeted:
+        raise InputError("FAB is untargeted (FAB-T picks its own targets: n_target_classes=k);"
+                         " drop targeted=True.")
     x_adv, _ = run_fab(model_fn, x, y, logits, None if eps is None else float(eps),
                        nb_iter=nb_iter, norm=norm, n_restarts=n_restarts,
                        n_target_classes=int(n_target_classes), alpha_max=alpha_max, eta=eta,
