@@ -1,5 +1,7 @@
 """Every bad input to an attack raises InputError naming the problem."""
 
+import logging
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -47,10 +49,23 @@ def test_nan_and_inf_inputs(model_and_data, bad):
         attacks.pgd(model, x, 0.1)
 
 
-def test_probability_model_is_refused_with_fix(model_and_data):
+def test_probability_model_is_converted_and_logged(model_and_data, caplog):
+    """Softmax outputs are detected, logged (absl warning) and used as log-probabilities;
+    from_probabilities=True does the same silently, and is refused for a logits model."""
     model, x, _ = model_and_data
-    with pytest.raises(InputError, match="logits.*from_probabilities=True"):
-        attacks.fgsm(lambda t: tf.nn.softmax(model(t)), x, 0.1)
+
+    def probs(t):
+        return tf.nn.softmax(model(t))
+
+    with caplog.at_level(logging.WARNING):
+        detected = attacks.fgsm(probs, x, 0.1)
+    (record,) = [r for r in caplog.records if "probabilities" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert "log-probabilities" in record.getMessage() and "mask" in record.getMessage()
+    np.testing.assert_array_equal(detected, attacks.fgsm(probs, x, 0.1, from_probabilities=True))
+    np.testing.assert_allclose(detected, attacks.fgsm(model, x, 0.1), atol=1e-6)
+    with pytest.raises(InputError, match="from_probabilities"):
+        attacks.fgsm(model, x, 0.1, from_probabilities=True)
 
 
 def test_unknown_attack_name():

@@ -111,6 +111,31 @@ def test_defense_model_rejects_bad_arguments(kwargs, match):
         DefenseModel(tiny_cnn(), **kwargs)
 
 
+def test_defense_model_saved_after_fit_without_validation_keeps_optimizer_state(tmp_path):
+    """Regression: ``fit`` without validation data never calls the wrapper, which stayed
+    unbuilt; Keras then skipped building the optimizer on load and dropped its state."""
+    keras.utils.set_random_seed(0)
+    wrapper = DefenseModel(tiny_cnn(), adv_training="pgd", adv_eps=0.1, pgd_steps=2, seed=0)
+    wrapper.compile(keras.optimizers.Adam(1e-2),
+                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = tiny_data(32)
+    wrapper.fit(x, y, batch_size=16, epochs=1, verbose=0)  # no validation_data
+    path = str(tmp_path / "wrapper.keras")
+    wrapper.save(path)
+    loaded = keras.models.load_model(path)
+    assert int(loaded.optimizer.iterations) == int(wrapper.optimizer.iterations) == 2
+    saved = {v.path: np.asarray(v) for v in wrapper.optimizer.variables}
+    restored = {v.path: np.asarray(v) for v in loaded.optimizer.variables}
+    assert saved.keys() == restored.keys() and len(saved) > 2  # moments, not just counters
+    for key, value in saved.items():
+        np.testing.assert_array_equal(restored[key], value, err_msg=key)
+    # Training resumes from the same state: one more identical step on both.
+    for model in (wrapper, loaded):
+        model.fit(x[:16], y[:16], batch_size=16, epochs=1, verbose=0, shuffle=False)
+    for a, b in zip(wrapper.classifier.weights, loaded.classifier.weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
 def test_snr_eps_gives_the_target_snr_and_truncated_budgets():
     x = np.random.default_rng(0).uniform(0.2, 0.8, (5, 6, 6, 1)).astype("float32")
     sign = np.sign(np.random.default_rng(1).normal(size=x.shape)).astype("float32")

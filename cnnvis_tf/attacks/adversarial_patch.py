@@ -3,15 +3,41 @@
 import numpy as np
 import tensorflow as tf
 
-from cnnvis_tf.attacks._common import check_positive_int, finish, invalid, prepare
+from cnnvis_tf.attacks._common import (
+    check_bool,
+    check_positive_int,
+    check_seed,
+    finish,
+    invalid,
+    prepare,
+)
+from cnnvis_tf.checks import check_fraction
+from cnnvis_tf.errors import InputError
 
 __all__ = ["adversarial_patch", "apply_patch", "patch"]
 
 
 def _side(patch_size, h, w):
-    if not 0 < float(patch_size) <= 1:
-        raise invalid("patch_size", "a fraction of the image side in (0, 1]", patch_size)
     return max(1, int(round(patch_size * min(h, w))))
+
+
+def _check_patch_size(patch_size):
+    try:
+        return check_fraction("patch_size", patch_size, low_open=True)
+    except InputError:
+        raise invalid("patch_size", "a fraction of the image side in (0, 1]",
+                      patch_size) from None
+
+
+def _check_position(position):
+    try:
+        position = tuple(int(v) for v in position)
+    except (TypeError, ValueError):
+        position = None
+    if position is None or len(position) != 2:
+        raise invalid("position", "None or (row, col) of the patch's top-left corner",
+                      position)
+    return position
 
 
 def _paste(x, patch, r, c):
@@ -40,7 +66,7 @@ def adversarial_patch(
     model_fn,
     x,
     *,
-    y,
+    y=None,
     targeted=True,
     patch_size=0.3,
     steps=100,
@@ -84,10 +110,14 @@ def adversarial_patch(
     References:
       Brown, Mane, Roy, Abadi, Gilmer. Adversarial Patch. arXiv:1712.09665, 2017.
     """
-    if not targeted:
+    if not check_bool("targeted", targeted):
         raise invalid("targeted", "True (the patch pushes towards y)", targeted)
     steps = check_positive_int("steps", steps)
     positions_per_step = check_positive_int("positions_per_step", positions_per_step)
+    patch_size = _check_patch_size(patch_size)
+    seed = check_seed(seed)
+    if position is not None:
+        position = _check_position(position)
     model_fn, x, y, _ = prepare(model_fn, x, y=y, targeted=True, clip_min=clip_min,
                                 clip_max=clip_max, from_probabilities=from_probabilities,
                                 step_size=step_size)
@@ -96,8 +126,7 @@ def adversarial_patch(
     _, h, w, ch = x.shape
     side = _side(patch_size, h, w)
     if position is not None:
-        position = tuple(int(v) for v in position)
-        inside = len(position) == 2 and 0 <= position[0] <= h - side
+        inside = 0 <= position[0] <= h - side
         if not inside or not 0 <= position[1] <= w - side:
             raise invalid("position", f"(row, col) with the {side}x{side} patch inside the "
                           f"{h}x{w} image", position)
@@ -116,7 +145,7 @@ def adversarial_patch(
     return finish(p, clip_min, clip_max)
 
 
-def patch(model_fn, x, *, y, seed=0, position=None, clip_min=0.0, clip_max=1.0, **kwargs):
+def patch(model_fn, x, *, y=None, seed=0, position=None, clip_min=0.0, clip_max=1.0, **kwargs):
     """Learns a patch on ``x`` (:func:`adversarial_patch`) and pastes it at random places
     (or at ``position``).
 
@@ -126,4 +155,4 @@ def patch(model_fn, x, *, y, seed=0, position=None, clip_min=0.0, clip_max=1.0, 
     p = adversarial_patch(model_fn, x, y=y, seed=seed, position=position, clip_min=clip_min,
                           clip_max=clip_max, **kwargs)
     where = None if position is None else np.tile(np.asarray(position, int), (len(x), 1))
-    return finish(apply_patch(x, p, positions=where, seed=seed + 1), clip_min, clip_max)
+    return finish(apply_patch(np.asarray(x, np.float32), p, positions=where, seed=seed + 1), clip_min, clip_max)

@@ -8,6 +8,8 @@ The paper's code runs up to 10,000 Adam steps at 0.01; with 200 steps the step s
 larger (0.05) for the L2 to converge.
 """
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -18,34 +20,37 @@ __all__ = ["carlini_wagner_l2", "cw_l2"]
 _BIG = 1e10
 
 
-def _make_step(model_fn, lr, confidence, targeted, beta_1=0.9, beta_2=0.999):
-    """Builds one compiled Adam step on the tanh-space variable ``w``."""
+def _make_step(model_fn, lr, confidence, targeted):
+    """One compiled Adam step on the tanh-space variable ``w`` (traced once per model and
+    attack direction, not once per call)."""
+    numbers = tf.constant(lr, tf.float32), tf.constant(confidence, tf.float32)
+    return functools.partial(_step, model_fn, *numbers, bool(targeted), confidence > 0)
 
-    @tf.function(reduce_retracing=True)
-    def step(w, m, v, t, x, onehot, const, lo, hi):
-        with tf.GradientTape() as tape:
-            tape.watch(w)
-            x_adv = (tf.tanh(w) + 1.0) / 2.0 * (hi - lo) + lo
-            logits = tf.cast(model_fn(x_adv), tf.float32)
-            real = tf.reduce_sum(onehot * logits, axis=1)
-            other = tf.reduce_max(logits - onehot * 1e9, axis=1)
-            if targeted:
-                f = tf.maximum(other - real + confidence, 0.0)
-            else:
-                f = tf.maximum(real - other + confidence, 0.0)
-            axes = tf.range(1, tf.rank(x))
-            l2 = tf.reduce_sum(tf.square(x_adv - x), axis=axes)
-            loss = tf.reduce_sum(l2 + const * f)
-        g = tape.gradient(loss, w)
-        m = beta_1 * m + (1.0 - beta_1) * g
-        v = beta_2 * v + (1.0 - beta_2) * tf.square(g)
-        m_hat = m / (1.0 - tf.pow(beta_1, t))
-        v_hat = v / (1.0 - tf.pow(beta_2, t))
-        w_new = w - lr * m_hat / (tf.sqrt(v_hat) + 1e-8)
-        success = tf.equal(f, 0.0) if confidence > 0 else _hits(logits, onehot, targeted)
-        return w_new, m, v, loss, l2, success, x_adv
 
-    return step
+@tf.function(reduce_retracing=True)
+def _step(model_fn, lr, confidence, targeted, margin_hit, w, m, v, t, x, onehot, const, lo,
+          hi, beta_1=0.9, beta_2=0.999):
+    with tf.GradientTape() as tape:
+        tape.watch(w)
+        x_adv = (tf.tanh(w) + 1.0) / 2.0 * (hi - lo) + lo
+        logits = tf.cast(model_fn(x_adv), tf.float32)
+        real = tf.reduce_sum(onehot * logits, axis=1)
+        other = tf.reduce_max(logits - onehot * 1e9, axis=1)
+        if targeted:
+            f = tf.maximum(other - real + confidence, 0.0)
+        else:
+            f = tf.maximum(real - other + confidence, 0.0)
+        axes = tf.range(1, tf.rank(x))
+        l2 = tf.reduce_sum(tf.square(x_adv - x), axis=axes)
+        loss = tf.reduce_sum(l2 + const * f)
+    g = tape.gradient(loss, w)
+    m = beta_1 * m + (1.0 - beta_1) * g
+    v = beta_2 * v + (1.0 - beta_2) * tf.square(g)
+    m_hat = m / (1.0 - tf.pow(beta_1, t))
+    v_hat = v / (1.0 - tf.pow(beta_2, t))
+    w_new = w - lr * m_hat / (tf.sqrt(v_hat) + 1e-8)
+    success = tf.equal(f, 0.0) if margin_hit else _hits(logits, onehot, targeted)
+    return w_new, m, v, loss, l2, success, x_adv
 
 
 def _hits(logits, onehot, targeted):

@@ -1,22 +1,33 @@
 """DeepFool: the smallest L2 step across the linearized nearest decision boundary."""
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
-from cnnvis_tf.attacks._common import check_nonneg, check_positive_int, finish, invalid, prepare
+from cnnvis_tf.attacks._common import (
+    check_bool,
+    check_budget,
+    check_positive_int,
+    finish,
+    invalid,
+    prepare,
+)
 
 __all__ = ["deepfool"]
 
 
-def _jacobian_fn(model_fn):
-    @tf.function(reduce_retracing=True)
-    def jac(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            logits = tf.cast(model_fn(x), tf.float32)
-        return logits, tape.batch_jacobian(logits, x)
+@tf.function(reduce_retracing=True)
+def _jacobian(model_fn, x):
+    """Logits and their Jacobian w.r.t. ``x``; one trace per model (not per call)."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = tf.cast(model_fn(x), tf.float32)
+    return logits, tape.batch_jacobian(logits, x)
 
-    return jac
+
+def _jacobian_fn(model_fn):
+    return functools.partial(_jacobian, model_fn)
 
 
 def deepfool(
@@ -61,11 +72,9 @@ def deepfool(
       Moosavi-Dezfooli, Fawzi, Frossard. DeepFool: a simple and accurate method to fool
       deep neural networks. CVPR 2016.
     """
-    if targeted:
+    if check_bool("targeted", targeted):
         raise invalid("targeted", "False (DeepFool is untargeted)", targeted)
-    nb_candidate = check_positive_int("nb_candidate", nb_candidate)
-    max_iter = check_positive_int("max_iter", max_iter)
-    overshoot = check_nonneg("overshoot", overshoot)
+    nb_candidate, overshoot, max_iter = check_deepfool_args(nb_candidate, overshoot, max_iter)
     model_fn, x, y, logits = prepare(
         model_fn, x, y=y, clip_min=clip_min, clip_max=clip_max,
         from_probabilities=from_probabilities,
@@ -73,6 +82,16 @@ def deepfool(
     x_adv = _deepfool(_jacobian_fn(model_fn), x.numpy(), y.numpy(), logits, nb_candidate,
                       overshoot, max_iter, clip_min, clip_max)
     return finish(x_adv, clip_min, clip_max)
+
+
+def check_deepfool_args(nb_candidate, overshoot, max_iter, max_iter_name="max_iter"):
+    """``(nb_candidate, overshoot, max_iter)`` checked: the candidates are the label and at
+    least one other class."""
+    if check_positive_int("nb_candidate", nb_candidate) < 2:
+        raise invalid("nb_candidate", "an integer >= 2 (the label and another class)",
+                      nb_candidate)
+    return (int(nb_candidate), check_budget("overshoot", overshoot),
+            check_positive_int(max_iter_name, max_iter))
 
 
 def _deepfool(jac, x0, label, logits, nb_candidate, overshoot, max_iter, clip_min, clip_max):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from cnnvis_tf.attacks._common import check_norm, finish, prepare
+from cnnvis_tf.attacks._common import check_norm, check_seed, finish, prepare
 
 __all__ = ["gaussian_noise"]
 
@@ -48,6 +48,7 @@ def gaussian_noise(
       from adversarial to random noise. NeurIPS 2016.
     """
     norm = check_norm(norm)
+    seed = check_seed(seed)
     _, xt, _, _ = prepare(model_fn, x, y=y, targeted=targeted, clip_min=clip_min,
                           clip_max=clip_max, from_probabilities=from_probabilities, eps=eps)
     x0 = xt.numpy().astype(np.float64)

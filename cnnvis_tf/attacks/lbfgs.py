@@ -11,6 +11,7 @@ import tensorflow as tf
 from threadpoolctl import threadpool_limits
 
 from cnnvis_tf.attacks._common import (
+    check_bool,
     check_nonneg,
     check_positive_int,
     finish,
@@ -50,7 +51,7 @@ def lbfgs(
     model_fn,
     x,
     *,
-    y,
+    y=None,
     targeted=True,
     initial_const=1.0,
     binary_search_steps=6,
@@ -89,7 +90,7 @@ def lbfgs(
       Szegedy, Zaremba, Sutskever, Bruna, Erhan, Goodfellow, Fergus. Intriguing properties
       of neural networks. ICLR 2014 (arXiv:1312.6199).
     """
-    if not targeted:
+    if not check_bool("targeted", targeted):
         raise invalid("targeted", "True (L-BFGS is a targeted attack; pass y=<targets>)",
                       targeted)
     binary_search_steps = check_positive_int("binary_search_steps", binary_search_steps)

@@ -10,7 +10,14 @@ added to an image until it is classified as a target, then re-used on other imag
 import numpy as np
 import tensorflow as tf
 
-from cnnvis_tf.attacks._common import check_nonneg, check_positive_int, finish, invalid, prepare
+from cnnvis_tf.attacks._common import (
+    check_bool,
+    check_nonneg,
+    check_positive_int,
+    finish,
+    invalid,
+    prepare,
+)
 
 __all__ = ["class_from_noise", "iterative_noise", "apply_noise"]
 
@@ -95,7 +102,7 @@ def iterative_noise(
     model_fn,
     x,
     *,
-    y,
+    y=None,
     targeted=True,
     step_size=0.01,
     max_iter=100,
@@ -129,7 +136,7 @@ def iterative_noise(
       Seed document 001, section 4.3; Goodfellow, Shlens, Szegedy. Explaining and Harnessing
       Adversarial Examples. ICLR 2015.
     """
-    if not targeted:
+    if not check_bool("targeted", targeted):
         raise invalid("targeted", "True (noise is added towards a target; pass y=<targets>)",
                       targeted)
     max_iter = check_positive_int("max_iter", max_iter)

@@ -4,7 +4,7 @@ import numpy as np
 import scipy.optimize
 import tensorflow as tf
 
-from cnnvis_tf.attacks._common import check_positive_int, finish, invalid, prepare
+from cnnvis_tf.attacks._common import check_positive_int, check_seed, finish, invalid, prepare
 
 __all__ = ["one_pixel"]
 
@@ -68,6 +68,7 @@ def one_pixel(
     pixels = check_positive_int("pixels", pixels)
     maxiter = check_positive_int("maxiter", maxiter)
     popsize = check_positive_int("popsize", popsize)
+    seed = check_seed(seed)
     model_fn, x, y, _ = prepare(
         model_fn, x, y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
         from_probabilities=from_probabilities,

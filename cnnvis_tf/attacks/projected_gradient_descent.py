@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnnvis_tf.attacks import _steps
-from cnnvis_tf.attacks._common import check_norm, finish, prepare
+from cnnvis_tf.attacks._common import check_norm, check_seed, finish, prepare
 from cnnvis_tf.checks import check_nonneg, check_positive_int, invalid
 
 __all__ = ["projected_gradient_descent", "pgd", "pgd_l2", "default_step_size"]
@@ -73,6 +73,7 @@ def projected_gradient_descent(
     norm = check_norm(norm)
     nb_iter = check_positive_int("nb_iter", nb_iter)
     eps = check_nonneg("eps", eps)
+    seed = check_seed(seed, allow_none=True)
     eps_iter = _steps.default_step_size(eps, nb_iter) if eps_iter is None else eps_iter
     eps_iter = check_nonneg("eps_iter", eps_iter)
     if eps_iter > eps:
@@ -81,7 +82,7 @@ def projected_gradient_descent(
         model_fn, x, y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
         from_probabilities=from_probabilities,
     )
-    seed = keras.random.SeedGenerator(None if seed is None else int(seed))
+    seed = keras.random.SeedGenerator(seed)
     # The start runs eagerly (a new SeedGenerator would retrace a compiled function).
     x_adv = _steps.pgd_start(x, eps, norm=norm, rand_init=bool(rand_init), seed=seed,
                              clip_min=clip_min, clip_max=clip_max)

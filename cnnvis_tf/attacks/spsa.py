@@ -10,7 +10,15 @@ import numpy as np
 import tensorflow as tf
 from cleverhans.tf2.attacks.spsa import margin_logit_loss, projected_optimization
 
-from cnnvis_tf.attacks._common import check_positive_int, finish, invalid, prepare
+from cnnvis_tf.attacks._common import (
+    check_number,
+    check_positive_int,
+    check_seed,
+    finish,
+    invalid,
+    prepare,
+)
+from cnnvis_tf.checks import check_positive
 
 __all__ = ["spsa"]
 
@@ -98,13 +106,18 @@ def spsa(
     spsa_samples = check_positive_int("spsa_samples", spsa_samples)
     if spsa_samples % 2:
         raise invalid("spsa_samples", "an even number", spsa_samples)
+    delta = check_positive("delta", delta)
+    seed = check_seed(seed, allow_none=True)
+    if early_stop_loss_threshold is not None:
+        early_stop_loss_threshold = check_number("early_stop_loss_threshold",
+                                                 early_stop_loss_threshold)
     model_fn, x, y, logits = prepare(
         model_fn, x, y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
         from_probabilities=from_probabilities, eps=eps, learning_rate=learning_rate,
         delta=delta,
     )
     if seed is not None:
-        tf.random.set_seed(int(seed))
+        tf.random.set_seed(seed)
     num_classes = logits.shape[1]
     sign = 1.0 if targeted else -1.0
 

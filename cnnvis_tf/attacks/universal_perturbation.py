@@ -5,14 +5,16 @@ import tensorflow as tf
 from cleverhans.tf2.utils import clip_eta
 
 from cnnvis_tf.attacks._common import (
-    check_nonneg,
+    check_bool,
     check_norm,
     check_positive_int,
+    check_seed,
     finish,
     invalid,
     prepare,
 )
-from cnnvis_tf.attacks.deepfool import _deepfool, _jacobian_fn
+from cnnvis_tf.attacks.deepfool import _deepfool, _jacobian_fn, check_deepfool_args
+from cnnvis_tf.checks import check_fraction
 
 __all__ = ["universal_perturbation", "universal"]
 
@@ -68,13 +70,14 @@ def universal_perturbation(
       Moosavi-Dezfooli, Fawzi, Fawzi, Frossard. Universal adversarial perturbations.
       CVPR 2017.
     """
-    if targeted:
+    if check_bool("targeted", targeted):
         raise invalid("targeted", "False (universal perturbations are untargeted)", targeted)
     norm = check_norm(norm)
     max_passes = check_positive_int("max_passes", max_passes)
-    rate = check_nonneg("target_fooling_rate", target_fooling_rate)
-    if rate > 1:
-        raise invalid("target_fooling_rate", "a fraction in [0, 1]", target_fooling_rate)
+    rate = check_fraction("target_fooling_rate", target_fooling_rate)
+    nb_candidate, overshoot, deepfool_iter = check_deepfool_args(
+        nb_candidate, overshoot, deepfool_iter, "deepfool_iter")
+    seed = check_seed(seed)
     model_fn, x, y, _ = prepare(
         model_fn, x, y=y, clip_min=clip_min, clip_max=clip_max,
         from_probabilities=from_probabilities, eps=eps,

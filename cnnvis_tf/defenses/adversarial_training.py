@@ -37,7 +37,7 @@ from cnnvis_tf.checks import (
     invalid,
 )
 from cnnvis_tf.errors import InputError
-from cnnvis_tf.layers.constraints import apply_parseval
+from cnnvis_tf.layers.constraints import apply_parseval, check_seed
 from cnnvis_tf.layers.smoothness import (
     default_smooth_layers,
     feature_model,
@@ -47,6 +47,7 @@ from cnnvis_tf.layers.smoothness import (
 __all__ = ["DefenseModel", "truncated_normal_eps"]
 
 ADV_METHODS = ("fgsm", "pgd")
+_SEED_STATE = "seed_generator_state"
 
 
 def truncated_normal_eps(sigma, batch_size, seed=None):
@@ -55,14 +56,15 @@ def truncated_normal_eps(sigma, batch_size, seed=None):
 
 
 def _check_finite(name, value):
-    """``value`` as a float; raises unless it is a finite number."""
+    """``value`` as a float; raises unless it is a finite number (not a string)."""
     try:
-        ok = not isinstance(value, bool) and math.isfinite(float(value))
+        ok = not isinstance(value, (bool, str, bytes)) and math.isfinite(float(value))
     except (TypeError, ValueError):
         ok = False
     if not ok:
         raise invalid(name, "a finite number", value)
     return float(value)
+
 
 
 @keras.saving.register_keras_serializable(package="cnnvis_tf")
@@ -80,7 +82,8 @@ class DefenseModel(keras.Model):
       adv_loss_weight: weight ``lambda`` of adversarial examples in the loss (Kurakin et al.);
         weights are renormalized to mean 1.
       pgd_steps: PGD iterations (step size ``min(eps, 2.5 eps / pgd_steps)``).
-      parseval_beta: if > 0, :func:`apply_parseval` is applied to ``classifier``.
+      parseval_beta: if > 0, :func:`apply_parseval` is applied to ``classifier``; in
+        [0, 1) (the retraction diverges for ``beta >= 1``).
       smooth_gamma: weight of :func:`laplacian_smoothness_penalty` (0 disables it).
       smooth_power: Laplacian power ``m``.
       smooth_layers: layer names for the penalty; ``None``: all ``*_relu``/``*_out``.
@@ -108,47 +111,71 @@ class DefenseModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not isinstance(classifier, keras.Model):
+            raise invalid("classifier", "a keras.Model mapping inputs to logits", classifier)
         if adv_training not in (None,) + ADV_METHODS:
             raise invalid("adv_training", "None, 'fgsm' or 'pgd'", adv_training)
-        adv_ratio = check_fraction("adv_ratio", adv_ratio)
         if adv_training and (adv_eps is None) == (adv_snr_db is None):
             raise InputError(
                 "Adversarial training needs exactly one of `adv_eps` or `adv_snr_db`. "
                 f"Received: adv_eps={adv_eps}, adv_snr_db={adv_snr_db}"
             )
-        adv_eps = None if adv_eps is None else check_nonneg("adv_eps", adv_eps)
-        if adv_snr_db is not None:
-            adv_snr_db = check_positive("adv_snr_db", adv_snr_db)
-        adv_loss_weight = check_nonneg("adv_loss_weight", adv_loss_weight)
-        pgd_steps = check_positive_int("pgd_steps", pgd_steps)
-        parseval_beta = check_nonneg("parseval_beta", parseval_beta)
-        smooth_gamma = check_nonneg("smooth_gamma", smooth_gamma)
-        smooth_power = check_positive_int("smooth_power", smooth_power)
-        lo, hi = _check_finite("clip_min", clip_min), _check_finite("clip_max", clip_max)
-        if lo >= hi:
-            raise invalid("clip_max", f"a number > clip_min={lo}", clip_max)
+        settings = self._check_settings(
+            adv_ratio=adv_ratio, adv_eps=adv_eps, adv_snr_db=adv_snr_db,
+            adv_loss_weight=adv_loss_weight, pgd_steps=pgd_steps, parseval_beta=parseval_beta,
+            smooth_gamma=smooth_gamma, smooth_power=smooth_power, smooth_layers=smooth_layers,
+            clip_min=clip_min, clip_max=clip_max, seed=seed,
+        )
         self.classifier = classifier
         self.adv_training = adv_training
-        self.adv_ratio = adv_ratio
-        self.adv_eps = adv_eps
-        self.adv_snr_db = adv_snr_db
-        self.adv_loss_weight = adv_loss_weight
-        self.pgd_steps = pgd_steps
-        self.parseval_beta = parseval_beta
-        self.smooth_gamma = smooth_gamma
-        self.smooth_power = smooth_power
-        self.clip_min = lo
-        self.clip_max = hi
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        for key, value in settings.items():  # adv_ratio, ..., clip_min, clip_max, seed
+            setattr(self, key, value)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
         if self.parseval_beta > 0:
-            apply_parseval(classifier, self.parseval_beta, seed=seed)
-        self.smooth_layers = None if smooth_layers is None else list(smooth_layers)
+            apply_parseval(classifier, self.parseval_beta, seed=self.seed)
         self._features = None
         if self.smooth_gamma > 0:
             names = self.smooth_layers or default_smooth_layers(classifier)
             self._features = feature_model(classifier, names)
             self.smooth_tracker = keras.metrics.Mean(name="smooth_loss")
+        # The wrapper owns no weights of its own: it is built when its classifier is. Keras
+        # builds the optimizer on load (``compile_from_config``) only for a built model, so
+        # without this a wrapper saved after ``fit`` without validation data (``train_step``
+        # never calls ``self``) reloaded with an empty optimizer and lost its state.
+        if getattr(classifier, "built", False):
+            self.built = True
+
+    def build(self, input_shape=None):
+        if not self.classifier.built:
+            self.classifier.build(input_shape)
+
+    @staticmethod
+    def _check_settings(*, adv_ratio, adv_eps, adv_snr_db, adv_loss_weight, pgd_steps,
+                        parseval_beta, smooth_gamma, smooth_power, smooth_layers, clip_min,
+                        clip_max, seed):
+        """Every numeric setting checked (Keras-style errors); returns them normalized."""
+        lo, hi = _check_finite("clip_min", clip_min), _check_finite("clip_max", clip_max)
+        if lo >= hi:
+            raise invalid("clip_max", f"a number > clip_min={lo}", clip_max)
+        if smooth_layers is not None and (
+            isinstance(smooth_layers, str) or not all(isinstance(s, str) for s in smooth_layers)
+        ):
+            raise invalid("smooth_layers", "None or a list of layer names", smooth_layers)
+        return {
+            "adv_ratio": check_fraction("adv_ratio", adv_ratio),
+            "adv_eps": None if adv_eps is None else check_nonneg("adv_eps", adv_eps),
+            "adv_snr_db": None if adv_snr_db is None else check_positive("adv_snr_db",
+                                                                          adv_snr_db),
+            "adv_loss_weight": check_nonneg("adv_loss_weight", adv_loss_weight),
+            "pgd_steps": check_positive_int("pgd_steps", pgd_steps),
+            "parseval_beta": check_fraction("parseval_beta", parseval_beta, high_open=True),
+            "smooth_gamma": check_nonneg("smooth_gamma", smooth_gamma),
+            "smooth_power": check_positive_int("smooth_power", smooth_power),
+            "smooth_layers": None if smooth_layers is None else list(smooth_layers),
+            "clip_min": lo,
+            "clip_max": hi,
+            "seed": check_seed(seed),
+        }
 
     def call(self, inputs, training=False):
         return self.classifier(inputs, training=training)
@@ -217,6 +244,18 @@ class DefenseModel(keras.Model):
             else:
                 metric.update_state(y, y_pred, sample_weight=sample_weight)
         return self.get_metrics_result()
+
+    def save_own_variables(self, store):
+        # The random stream (SNR budgets, PGD starts) resumes where it was, not at `seed`.
+        super().save_own_variables(store)
+        store[_SEED_STATE] = ops.convert_to_numpy(self.seed_generator.state)
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        if _SEED_STATE in keys:  # files written before it was saved have no such entry
+            self.seed_generator.state.assign(store[_SEED_STATE])
+            store = {k: store[k] for k in keys if k != _SEED_STATE}
+        super().load_own_variables(store)
 
     def get_config(self):
         config = super().get_config()

@@ -14,7 +14,8 @@ References:
 import keras
 import numpy as np
 
-from cnnvis_tf.errors import InputError
+from cnnvis_tf.checks import check_fraction, check_positive, check_positive_int, invalid
+from cnnvis_tf.layers.constraints import check_seed
 
 __all__ = ["AdversarialDetector", "penultimate_layer"]
 
@@ -44,12 +45,15 @@ class AdversarialDetector:
     """
 
     def __init__(self, model, feature_layer=None, hidden_units=64, seed=0):
+        if not isinstance(model, keras.Model):
+            raise invalid("model", "a functional keras.Model", model)
+        hidden_units = check_positive_int("hidden_units", hidden_units)
+        seed = check_seed(seed)
         feature_layer = feature_layer or penultimate_layer(model)
-        if feature_layer not in [layer.name for layer in model.layers]:
-            raise InputError(
-                "Invalid value received for argument `feature_layer`. Expected a layer of "
-                f"the model. Received: feature_layer={feature_layer!r}"
-            )
+        if not isinstance(feature_layer, str) or feature_layer not in [
+            layer.name for layer in model.layers
+        ]:
+            raise invalid("feature_layer", "None or a layer of the model", feature_layer)
         self.model, self.feature_layer = model, feature_layer
         inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
         self.features = keras.Model(inputs, model.get_layer(feature_layer).output)
@@ -68,6 +72,10 @@ class AdversarialDetector:
 
     def fit(self, x_clean, x_adv, epochs=20, batch_size=64, learning_rate=1e-3, seed=0):
         """Trains on clean (0) vs adversarial (1) inputs; returns the Keras history dict."""
+        epochs = check_positive_int("epochs", epochs)
+        batch_size = check_positive_int("batch_size", batch_size)
+        learning_rate = check_positive("learning_rate", learning_rate)
+        seed = check_seed(seed)
         f = np.concatenate([self._feats(x_clean), self._feats(x_adv)])
         t = np.r_[np.zeros(len(x_clean)), np.ones(len(x_adv))].astype("float32")
         order = np.random.default_rng(seed).permutation(len(t))
@@ -90,6 +98,7 @@ class AdversarialDetector:
     def evaluate(self, x_clean, x_adv, threshold=0.5):
         """``detection_rate`` (adversarial flagged), ``false_positive_rate`` (clean
         flagged) and balanced ``accuracy`` at ``threshold``."""
+        threshold = check_fraction("threshold", threshold)
         tpr = float(np.mean(self.predict_proba(x_adv) > threshold))
         fpr = float(np.mean(self.predict_proba(x_clean) > threshold))
         return {

@@ -14,7 +14,8 @@ References:
 import keras
 import numpy as np
 
-from cnnvis_tf.errors import InputError
+from cnnvis_tf.checks import check_nonneg, check_positive, check_positive_int, invalid
+from cnnvis_tf.layers.constraints import check_seed
 
 __all__ = ["denoising_autoencoder", "InputReconstruction"]
 
@@ -29,11 +30,13 @@ def denoising_autoencoder(
     constant dark output, MSE stuck at the pixel variance 0.110); ELU reaches 0.014 in 5
     epochs on 900 images.
     """
-    if clip_max <= clip_min:
-        raise InputError(
-            "Invalid value received for argument `clip_max`. Expected > clip_min. "
-            f"Received: clip_min={clip_min}, clip_max={clip_max}"
-        )
+    clip_min, clip_max = _check_box(clip_min, clip_max)
+    seed = check_seed(seed)
+    if isinstance(filters, (int, str)) or not filters:
+        raise invalid("filters", "a non-empty list of positive integers", filters)
+    filters = [check_positive_int("filters", f) for f in filters]
+    if len(tuple(input_shape)) != 3:
+        raise invalid("input_shape", "(height, width, channels)", input_shape)
     seeds = iter(range(1, 100))
 
     def init():  # a distinct seeded initializer per layer
@@ -64,6 +67,19 @@ def denoising_autoencoder(
     return keras.Model(inputs, x, name=name)
 
 
+def _check_box(clip_min, clip_max):
+    lo, hi = _finite("clip_min", clip_min), _finite("clip_max", clip_max)
+    if hi <= lo:
+        raise invalid("clip_max", f"a number > clip_min={lo}", clip_max)
+    return lo, hi
+
+
+def _finite(name, value):
+    if isinstance(value, (bool, str, bytes)) or value is None or not np.isfinite(value):
+        raise invalid(name, "a finite number", value)
+    return float(value)
+
+
 class InputReconstruction:
     """Denoising-autoencoder input reconstruction in front of ``classifier``.
 
@@ -75,6 +91,13 @@ class InputReconstruction:
     """
 
     def __init__(self, classifier, autoencoder=None, clip_min=0.0, clip_max=1.0, seed=0):
+        if not isinstance(classifier, keras.Model):
+            raise invalid("classifier", "a functional keras.Model returning logits", classifier)
+        if autoencoder is not None and not isinstance(autoencoder, keras.Model):
+            raise invalid("autoencoder", "None or a keras.Model mapping inputs to inputs",
+                          autoencoder)
+        clip_min, clip_max = _check_box(clip_min, clip_max)
+        seed = check_seed(seed)
         self.classifier = classifier
         self.clip_min, self.clip_max, self.seed = clip_min, clip_max, seed
         shape = tuple(classifier.inputs[0].shape[1:])
@@ -84,6 +107,10 @@ class InputReconstruction:
 
     def fit(self, x, x_adv=None, noise_std=0.1, epochs=10, batch_size=64, learning_rate=1e-3):
         """Trains the autoencoder: noisy (and adversarial) inputs -> clean ``x`` (MSE)."""
+        noise_std = check_nonneg("noise_std", noise_std)
+        epochs = check_positive_int("epochs", epochs)
+        batch_size = check_positive_int("batch_size", batch_size)
+        learning_rate = check_positive("learning_rate", learning_rate)
         rng = np.random.default_rng(self.seed)
         noisy = np.clip(x + rng.normal(0.0, noise_std, x.shape), self.clip_min, self.clip_max)
         sources, targets = [noisy.astype("float32"), x], [x, x]

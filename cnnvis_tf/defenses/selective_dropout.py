@@ -28,15 +28,32 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from cnnvis_tf.checks import check_fraction, check_nonneg, check_positive_int, invalid
 from cnnvis_tf.errors import InputError
+from cnnvis_tf.layers.constraints import check_seed
 from cnnvis_tf.models import feature_model
 from cnnvis_tf.volatility import unit_volatility
 
 __all__ = ["SelectiveDropout", "p_schedule", "num_selected", "unit_volatility", "select_units"]
 
 
+def _check_schedule(p0, alpha):
+    """``(p0, alpha)`` checked: ``p0`` in (0, 1], ``alpha`` a finite number >= 0."""
+    if isinstance(p0, (str, bytes)):
+        raise invalid("p0", "a number in (0, 1]", p0)
+    if isinstance(alpha, (str, bytes)):
+        raise invalid("alpha", "a finite number >= 0", alpha)
+    return check_fraction("p0", p0, low_open=True), check_nonneg("alpha", alpha)
+
+
 def p_schedule(t, p0, alpha):
-    """``p_t = 1 - e^(-alpha t) + p0 e^(-alpha t)`` (p0 at t = 0, tending to 1)."""
+    """``p_t = 1 - e^(-alpha t) + p0 e^(-alpha t)`` (p0 at t = 0, tending to 1).
+
+    Raises:
+      InputError: ``p0`` outside (0, 1], ``alpha`` negative or not finite, ``t < 0``.
+    """
+    p0, alpha = _check_schedule(p0, alpha)
+    t = check_nonneg("t", t)
     decay = math.exp(-alpha * t)
     return 1.0 - decay + p0 * decay
 
@@ -90,16 +107,11 @@ class SelectiveDropout:
                 f"Invalid value received for argument `layer_name`. Expected a Dense or Conv "
                 f"layer of the model. Received: layer_name={layer_name!r}"
             )
-        if not 0 < p0 <= 1:
-            raise InputError(
-                "Invalid value received for argument `p0`. Expected a float in (0, 1]. "
-                f"Received: p0={p0}"
-            )
-        if alpha < 0:
-            raise InputError(
-                "Invalid value received for argument `alpha`. Expected a float >= 0. "
-                f"Received: alpha={alpha}"
-            )
+        p0, alpha = _check_schedule(p0, alpha)
+        if not isinstance(train_other_layers, (bool, np.bool_)):
+            raise invalid("train_other_layers", "True or False", train_other_layers)
+        if activation_layer is not None and activation_layer not in names:
+            raise invalid("activation_layer", "None or a layer of the model", activation_layer)
         self.model, self.layer_name, self.p0, self.alpha = model, layer_name, p0, alpha
         self.layer = model.get_layer(layer_name)
         self.width = int(self.layer.kernel.shape[-1])
@@ -157,6 +169,9 @@ class SelectiveDropout:
 
     def fit(self, x_orig, x_adv, y, epochs=1, batch_size=32, seed=0):
         """Shuffled passes over the pairs; returns per-iteration lists of the step results."""
+        epochs = check_positive_int("epochs", epochs)
+        batch_size = check_positive_int("batch_size", batch_size)
+        seed = check_seed(seed)
         if len(x_orig) != len(x_adv) or len(x_orig) != len(y):
             raise InputError(
                 "x_orig, x_adv and y must have the same length. Received: "

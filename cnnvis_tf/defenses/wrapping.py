@@ -6,8 +6,8 @@ interpretable filter mask when ``filter_loss_weight > 0``). ``classifier_of(mode
 back the plain functional classifier to save as ``model.keras``.
 """
 
-from cnnvis_tf.defenses.adversarial_training import DefenseModel
-from cnnvis_tf.errors import InputError
+from cnnvis_tf.checks import check_nonneg, invalid
+from cnnvis_tf.defenses.adversarial_training import ADV_METHODS, DefenseModel
 from cnnvis_tf.layers.interpretable import insert_filter_mask
 
 __all__ = ["make_defended", "classifier_of"]
@@ -45,16 +45,27 @@ def make_defended(
     Returns:
       ``classifier`` (possibly with the filter mask) if neither adversarial training,
       Parseval nor smoothness is asked for, else a :class:`DefenseModel` wrapping it.
+
+    Raises:
+      InputError: any invalid setting, also of a defense that is off (``parseval_beta=-0.1``
+        is an error, not "no Parseval").
     """
-    if filter_loss_weight < 0:
-        raise InputError(
-            "Invalid value received for argument `filter_loss_weight`. Expected a float >= 0. "
-            f"Received: filter_loss_weight={filter_loss_weight}"
-        )
+    filter_loss_weight = check_nonneg("filter_loss_weight", filter_loss_weight)
+    if filter_layer is not None and not isinstance(filter_layer, str):
+        raise invalid("filter_layer", "None or a layer name", filter_layer)
     if adv_training in ("", "none", "None"):
         adv_training = None
+    if adv_training not in (None,) + ADV_METHODS:
+        raise invalid("adv_training", "None, 'fgsm' or 'pgd'", adv_training)
     if isinstance(smooth_layers, str):
         smooth_layers = [s.strip() for s in smooth_layers.split(",") if s.strip()] or None
+    # Every setting is checked (by DefenseModel's own checks), even when its defense is off.
+    DefenseModel._check_settings(
+        adv_ratio=adv_ratio, adv_eps=adv_eps, adv_snr_db=adv_snr_db,
+        adv_loss_weight=adv_loss_weight, pgd_steps=pgd_steps, parseval_beta=parseval_beta,
+        smooth_gamma=smooth_gamma, smooth_power=smooth_power, smooth_layers=smooth_layers,
+        clip_min=clip_min, clip_max=clip_max, seed=seed,
+    )
     if filter_loss_weight > 0:
         classifier = insert_filter_mask(classifier, filter_layer, loss_weight=filter_loss_weight)
     if adv_training is None and parseval_beta <= 0 and smooth_gamma <= 0:

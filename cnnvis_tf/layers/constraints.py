@@ -6,9 +6,10 @@ References:
 """
 
 import keras
+import numpy as np
 from keras import ops
 
-from cnnvis_tf.errors import InputError
+from cnnvis_tf.checks import check_fraction, invalid
 
 __all__ = ["ParsevalConstraint", "ConvexConstraint", "apply_parseval", "parseval_deviation"]
 
@@ -30,7 +31,8 @@ class ParsevalConstraint(keras.constraints.Constraint):
     paper does to keep the cost low on wide layers.
 
     Args:
-      beta: retraction step size, > 0 (the paper and seed 002 use 0.01 to 0.0003).
+      beta: retraction step size in (0, 1) (the paper and seed 002 use 0.01 to 0.0003; the
+        fixed point 1 is unstable for ``beta >= 1``).
       sample_fraction: fraction of rows updated per call in (0, 1]; ``None`` means all.
       seed: Python integer seed for the row sampling.
 
@@ -40,19 +42,10 @@ class ParsevalConstraint(keras.constraints.Constraint):
     """
 
     def __init__(self, beta=0.01, sample_fraction=None, seed=None):
-        if not isinstance(beta, (int, float)) or not beta > 0:
-            raise InputError(
-                "Invalid value received for argument `beta`. Expected a float > 0. "
-                f"Received: beta={beta}"
-            )
-        if sample_fraction is not None and not 0 < sample_fraction <= 1:
-            raise InputError(
-                "Invalid value received for argument `sample_fraction`. Expected None or a "
-                f"float in (0, 1]. Received: sample_fraction={sample_fraction}"
-            )
-        self.beta = float(beta)
-        self.sample_fraction = None if sample_fraction is None else float(sample_fraction)
-        self.seed = seed
+        self.beta = _fraction("beta", beta, low_open=True, high_open=True)
+        self.sample_fraction = None if sample_fraction is None else _fraction(
+            "sample_fraction", sample_fraction, low_open=True, expected="None or ")
+        self.seed = check_seed(seed)
         self.seed_generator = None
         if self.sample_fraction is not None and self.sample_fraction < 1:
             self.seed_generator = keras.random.SeedGenerator(seed)
@@ -98,12 +91,9 @@ class ConvexConstraint(keras.constraints.Constraint):
     """
 
     def __init__(self, axis=-1):
-        if not isinstance(axis, int):
-            raise InputError(
-                "Invalid value received for argument `axis`. Expected an integer. "
-                f"Received: axis={axis}"
-            )
-        self.axis = axis
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise invalid("axis", "an integer", axis)
+        self.axis = int(axis)
 
     def __call__(self, w):
         w = ops.moveaxis(ops.convert_to_tensor(w), self.axis, -1)
@@ -135,6 +125,7 @@ def apply_parseval(model, beta=0.01, sample_fraction=None, seed=None, include_lo
     Returns:
       The names of the constrained layers.
     """
+    ParsevalConstraint(beta, sample_fraction, check_seed(seed))  # checks, before any change
     names = []
     for layer in _kernel_layers(model):
         if layer.name == "logits" and not include_logits:
@@ -145,6 +136,26 @@ def apply_parseval(model, beta=0.01, sample_fraction=None, seed=None, include_lo
         layer.kernel.constraint = constraint
         names.append(layer.name)
     return names
+
+
+def _fraction(name, value, *, low_open=False, high_open=False, expected=""):
+    """``checks.check_fraction`` that also names strings and booleans as invalid."""
+    lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise invalid(name, f"{expected}a number in {lo}0, 1{hi}", value)
+    try:
+        return check_fraction(name, value, low_open=low_open, high_open=high_open)
+    except ValueError:
+        raise invalid(name, f"{expected}a number in {lo}0, 1{hi}", value) from None
+
+
+def check_seed(seed, name="seed"):
+    """``seed`` as an int >= 0, or None; raises otherwise."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise invalid(name, "None or an integer >= 0", seed)
+    return int(seed)
 
 
 def parseval_deviation(kernel):

@@ -20,7 +20,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from cnnvis_tf.checks import check_nonneg, check_positive, invalid
 from cnnvis_tf.errors import InputError
+from cnnvis_tf.layers.constraints import _fraction
 
 __all__ = ["InterpretableFilterMask", "filter_loss", "part_templates", "insert_filter_mask"]
 
@@ -79,6 +81,7 @@ def filter_loss(inputs, beta=4.0, tau=None, alpha=None):
     Returns:
       A scalar float tensor (lower is more interpretable).
     """
+    beta, tau, alpha = _check_template_args(beta, tau, alpha)
     h, w = int(inputs.shape[1]), int(inputs.shape[2])
     hw = h * w
     tau = 0.5 / hw if tau is None else tau
@@ -128,25 +131,10 @@ class InterpretableFilterMask(keras.layers.Layer):
         self, beta=4.0, tau=None, alpha=None, loss_weight=0.0, mask_at_inference=False, **kwargs
     ):
         super().__init__(**kwargs)
-        if not beta > 0:
-            raise InputError(
-                "Invalid value received for argument `beta`. Expected a float > 0. "
-                f"Received: beta={beta}"
-            )
-        if loss_weight < 0:
-            raise InputError(
-                "Invalid value received for argument `loss_weight`. Expected a float >= 0. "
-                f"Received: loss_weight={loss_weight}"
-            )
-        if alpha is not None and not 0 < alpha < 1:
-            raise InputError(
-                "Invalid value received for argument `alpha`. Expected None or a float in "
-                f"(0, 1). Received: alpha={alpha}"
-            )
-        self.beta = float(beta)
-        self.tau = tau
-        self.alpha = alpha
-        self.loss_weight = float(loss_weight)
+        self.beta, self.tau, self.alpha = _check_template_args(beta, tau, alpha)
+        self.loss_weight = _number(check_nonneg, "loss_weight", loss_weight)
+        if not isinstance(mask_at_inference, (bool, np.bool_)):
+            raise invalid("mask_at_inference", "True or False", mask_at_inference)
         self.mask_at_inference = bool(mask_at_inference)
 
     def call(self, inputs, training=False):
@@ -171,6 +159,24 @@ class InterpretableFilterMask(keras.layers.Layer):
             }
         )
         return config
+
+
+def _number(check, name, value):
+    """``check(name, value)`` (``check_nonneg``/``check_positive``) that also rejects strings
+    and booleans."""
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise invalid(name, "a finite number " + ("> 0" if check is check_positive else ">= 0"),
+                      value)
+    return check(name, value)
+
+
+def _check_template_args(beta, tau, alpha):
+    """``(beta, tau, alpha)`` of the filter loss, checked (None keeps the paper's value)."""
+    beta = _number(check_positive, "beta", beta)
+    tau = None if tau is None else _number(check_positive, "tau", tau)
+    if alpha is not None:
+        alpha = _fraction("alpha", alpha, low_open=True, high_open=True, expected="None or ")
+    return beta, tau, alpha
 
 
 def insert_filter_mask(model, layer_name=None, **mask_kwargs):

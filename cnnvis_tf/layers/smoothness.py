@@ -11,8 +11,11 @@ References:
   for neural networks robustness." arXiv:1805.10133, 2018 (APSIPA Trans. SIP 2021).
 """
 
+import numbers
+
 from keras import ops
 
+from cnnvis_tf.checks import check_nonneg, check_positive_int, invalid
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.models import feature_model  # noqa: F401  (re-exported: one helper)
 
@@ -58,13 +61,18 @@ def label_smoothness(representation, labels, power=1, mask=None):
     Args:
       representation: ``(batch, ...)`` activations of one layer (non-negative, e.g. after
         ReLU, as in the paper).
-      labels: ``(batch,)`` integer labels or ``(batch, classes)`` one-hot labels.
+      labels: ``(batch,)`` or ``(batch, 1)`` integer labels, or ``(batch, classes)`` one-hot
+        labels.
       power: the Laplacian power ``m`` >= 1.
       mask: optional ``(batch,)`` selection of the examples that enter the graph.
 
     Returns:
       A scalar float tensor.
+
+    Raises:
+      InputError: ``power`` is not an integer >= 1.
     """
+    power = _check_power(power)
     w = cosine_adjacency(representation, mask)
     lap = ops.diag(ops.sum(w, axis=1)) - w
     lap_m = lap
@@ -84,8 +92,8 @@ def laplacian_smoothness_penalty(representations, labels, gamma, power=1, mask=N
 
     Args:
       representations: list of at least two ``(batch, ...)`` tensors, in network order.
-      labels: ``(batch,)`` integer labels or one-hot ``(batch, classes)``.
-      gamma: weight >= 0.
+      labels: ``(batch,)`` or ``(batch, 1)`` integer labels, or one-hot ``(batch, classes)``.
+      gamma: weight >= 0 (a finite number, or a scalar tensor).
       power: Laplacian power ``m`` >= 1.
       mask: optional ``(batch,)`` boolean; only these examples enter the graphs (use it to
         keep adversarial/augmented examples out, seed 002 section 4.2.2).
@@ -101,16 +109,11 @@ def laplacian_smoothness_penalty(representations, labels, gamma, power=1, mask=N
             "Invalid value received for argument `representations`. Expected at least two "
             f"layers. Received: {len(representations)} layer(s); pass more layer names."
         )
-    if gamma < 0:
-        raise InputError(
-            "Invalid value received for argument `gamma`. Expected a float >= 0. "
-            f"Received: gamma={gamma}"
-        )
-    if int(power) != power or power < 1:
-        raise InputError(
-            "Invalid value received for argument `power`. Expected an integer >= 1. "
-            f"Received: power={power}"
-        )
+    if isinstance(gamma, (numbers.Number, str, bytes)) or gamma is None:  # not a tensor
+        if isinstance(gamma, (bool, str, bytes)) or gamma is None:
+            raise invalid("gamma", "a finite number >= 0", gamma)
+        gamma = check_nonneg("gamma", gamma)
+    power = _check_power(power)
     sigmas = [label_smoothness(r, labels, power, mask) for r in representations]
     diffs = [ops.abs(b - a) for a, b in zip(sigmas[:-1], sigmas[1:])]
     return gamma * ops.sum(ops.stack(diffs)) / float(len(diffs))
@@ -125,8 +128,14 @@ def default_smooth_layers(model):
     ]
 
 
+def _check_power(power):
+    return check_positive_int("power", power)
+
+
 def _same_class(labels):
     labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) == 2 and labels.shape[1] == 1:  # class ids (batch, 1), keras.datasets
+        labels = labels[:, 0]
     if len(labels.shape) == 2:
         y = ops.cast(labels, "float32")
         return ops.matmul(y, ops.transpose(y))
