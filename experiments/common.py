@@ -165,8 +165,13 @@ def define_train_flags(**defaults):
                          lower_bound=1)
     flags.DEFINE_string("smooth_layers", None, "Comma-separated layers for smoothness "
                         "(default: the model's conv/FC activations).")
+    flags.DEFINE_enum("smooth_weighting", "seed002", ["seed002", "gamma"],
+                      "Weight of the smoothness penalty: gamma**m (Moreira Freitas 2018's "
+                      "code) or gamma (Lassance et al.'s code).")
     flags.DEFINE_float("filter_loss_weight", 0.0, "Interpretable filter mask + filter loss "
-                       "weight on the last conv (0: off).")
+                       "weight (Zhang et al. 2018; 0: off). The mask stays on at inference.")
+    flags.DEFINE_string("filter_layer", None, "Layer the interpretable filter mask follows "
+                        "(default: the last conv's ReLU).")
     flags.DEFINE_float("noise_sigma", 0.0, "Gaussian data augmentation of this std while "
                        "training (for randomized smoothing, e.g. 0.25; 0: off).")
 

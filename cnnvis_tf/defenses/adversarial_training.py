@@ -47,6 +47,7 @@ from cnnvis_tf.layers.smoothness import (
 __all__ = ["DefenseModel", "truncated_normal_eps"]
 
 ADV_METHODS = ("fgsm", "pgd")
+SMOOTH_WEIGHTINGS = ("seed002", "gamma")
 _SEED_STATE = "seed_generator_state"
 
 
@@ -87,6 +88,9 @@ class DefenseModel(keras.Model):
       smooth_gamma: weight of :func:`laplacian_smoothness_penalty` (0 disables it).
       smooth_power: Laplacian power ``m``.
       smooth_layers: layer names for the penalty; ``None``: all ``*_relu``/``*_out``.
+      smooth_weighting: ``"seed002"`` (default): the penalty is weighted by
+        ``smooth_gamma ** smooth_power`` as in seed 002's code; ``"gamma"``: by
+        ``smooth_gamma`` (Lassance et al.'s code).
       clip_min, clip_max: valid input range.
       seed: seed for the random budgets and PGD starts.
       **kwargs: base ``keras.Model`` arguments.
@@ -108,9 +112,14 @@ class DefenseModel(keras.Model):
         clip_min=0.0,
         clip_max=1.0,
         seed=None,
+        smooth_weighting="seed002",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if smooth_weighting not in SMOOTH_WEIGHTINGS:
+            raise invalid("smooth_weighting", "'seed002' (gamma ** m) or 'gamma'",
+                          smooth_weighting)
+        self.smooth_weighting = smooth_weighting
         if not isinstance(classifier, keras.Model):
             raise invalid("classifier", "a keras.Model mapping inputs to logits", classifier)
         if adv_training not in (None,) + ADV_METHODS:
@@ -229,8 +238,10 @@ class DefenseModel(keras.Model):
                 x=x, y=y, y_pred=y_pred, sample_weight=loss_weight, training=True
             )
             if self._features is not None:
+                weight = (self.smooth_gamma ** self.smooth_power
+                          if self.smooth_weighting == "seed002" else self.smooth_gamma)
                 smooth = laplacian_smoothness_penalty(
-                    outputs[:-1], y, self.smooth_gamma, self.smooth_power, mask=clean
+                    outputs[:-1], y, weight, self.smooth_power, mask=clean
                 )
                 loss = loss + smooth
             scaled = self.optimizer.scale_loss(loss)
@@ -272,6 +283,7 @@ class DefenseModel(keras.Model):
                 "smooth_gamma": self.smooth_gamma,
                 "smooth_power": self.smooth_power,
                 "smooth_layers": self.smooth_layers,
+                "smooth_weighting": self.smooth_weighting,
                 "clip_min": self.clip_min,
                 "clip_max": self.clip_max,
                 "seed": self.seed,

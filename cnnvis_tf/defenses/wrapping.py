@@ -31,12 +31,17 @@ def make_defended(
     clip_min=0.0,
     clip_max=1.0,
     seed=None,
+    smooth_weighting="seed002",
+    filter_mask_at_inference=True,
 ):
     """Applies the requested defenses to a freshly built functional classifier.
 
     Args:
       classifier: functional model (inputs in ``[clip_min, clip_max]``, logits out).
       adv_training: ``None``/``"none"``/``""``, ``"fgsm"`` or ``"pgd"``.
+      smooth_weighting: ``"seed002"`` (``gamma ** m``, default) or ``"gamma"``.
+      filter_mask_at_inference: keep the filter mask on at inference (Zhang et al.; default),
+        so ``model.keras`` scores as the model was trained.
       filter_loss_weight: if > 0, an :class:`InterpretableFilterMask` with this filter-loss
         weight is inserted after ``filter_layer`` (default: the last conv's ReLU).
       smooth_layers: list or comma-separated string of layer names (``None``: default).
@@ -66,8 +71,10 @@ def make_defended(
         smooth_gamma=smooth_gamma, smooth_power=smooth_power, smooth_layers=smooth_layers,
         clip_min=clip_min, clip_max=clip_max, seed=seed,
     )
-    if filter_loss_weight > 0:
-        classifier = insert_filter_mask(classifier, filter_layer, loss_weight=filter_loss_weight)
+    if filter_loss_weight > 0:  # Zhang et al. keep the mask at inference: the saved model
+        classifier = insert_filter_mask(  # then behaves as trained
+            classifier, filter_layer, loss_weight=filter_loss_weight,
+            mask_at_inference=bool(filter_mask_at_inference))
     if adv_training is None and parseval_beta <= 0 and smooth_gamma <= 0:
         return classifier
     return DefenseModel(
@@ -85,6 +92,7 @@ def make_defended(
         clip_min=clip_min,
         clip_max=clip_max,
         seed=seed,
+        smooth_weighting=smooth_weighting,
     )
 
 

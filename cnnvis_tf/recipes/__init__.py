@@ -68,7 +68,9 @@ class TrainConfig:
     smooth_gamma: float = 0.0
     smooth_power: int = 1
     smooth_layers: str = None
+    smooth_weighting: str = "seed002"
     filter_loss_weight: float = 0.0
+    filter_layer: str = None
     noise_sigma: float = 0.0
 
     @classmethod
@@ -177,7 +179,8 @@ def train_run(config, output_dir, *, overwrite=False, extra_config=None):
             adv_eps=config.adv_eps, adv_snr_db=config.adv_snr_db, pgd_steps=config.pgd_steps,
             parseval_beta=config.parseval_beta, smooth_gamma=config.smooth_gamma,
             smooth_power=config.smooth_power, smooth_layers=config.smooth_layers,
-            filter_loss_weight=config.filter_loss_weight, clip_min=data.clip_min,
+            filter_loss_weight=config.filter_loss_weight, filter_layer=config.filter_layer,
+            smooth_weighting=config.smooth_weighting, clip_min=data.clip_min,
             clip_max=data.clip_max, seed=config.seed,
         )
 
