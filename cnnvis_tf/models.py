@@ -216,14 +216,21 @@ def resnet18(
     x = keras.layers.Activation("relu", name="conv1_relu")(x)
     if stem_pool:
         x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    x = _stages(x, _basic_block, width, blocks, weight_decay)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    name = "resnet18_stem_pool" if stem_pool else "resnet18"
+    return keras.Model(inputs, _logits(x, num_classes, weight_decay), name=name)
+
+
+def _stages(x, block_fn, width, blocks, weight_decay):
+    """ResNet stages: widths ``width * (1, 2, 4, 8)``, stride 2 at the first block of every
+    stage after the first; blocks named ``stage<s>_block<b>``."""
     for stage, n_blocks in enumerate(blocks, start=1):
         filters = width * 2 ** (stage - 1)
         for block in range(1, n_blocks + 1):
             stride = 2 if (stage > 1 and block == 1) else 1
-            x = _basic_block(x, filters, stride, f"stage{stage}_block{block}", weight_decay)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    name = "resnet18_stem_pool" if stem_pool else "resnet18"
-    return keras.Model(inputs, _logits(x, num_classes, weight_decay), name=name)
+            x = block_fn(x, filters, stride, f"stage{stage}_block{block}", weight_decay)
+    return x
 
 
 def _preact_block(x, filters, stride, name, weight_decay):
@@ -269,11 +276,7 @@ def preact_resnet18(
         width, 3, padding="same", use_bias=False, kernel_regularizer=_reg(weight_decay),
         name="conv1",
     )(x)
-    for stage, n_blocks in enumerate(blocks, start=1):
-        filters = width * 2 ** (stage - 1)
-        for block in range(1, n_blocks + 1):
-            stride = 2 if (stage > 1 and block == 1) else 1
-            x = _preact_block(x, filters, stride, f"stage{stage}_block{block}", weight_decay)
+    x = _stages(x, _preact_block, width, blocks, weight_decay)
     x = keras.layers.BatchNormalization(name="final_bn")(x)
     x = keras.layers.Activation("relu", name="final_relu")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)

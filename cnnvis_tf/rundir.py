@@ -49,6 +49,7 @@ __all__ = [
     "load_model",
     "model_fingerprint",
     "atomic_open",
+    "ensure_dir",
     "write_json",
     "read_json",
     "write_csv",
@@ -99,8 +100,9 @@ def jsonable(obj):
     return obj
 
 
-def _writable_dir(path):
-    folder = os.path.dirname(os.path.abspath(path))
+def ensure_dir(folder):
+    """Creates ``folder`` (and parents) or raises one :class:`InputError` saying why not
+    (it is a file, or cannot be created)."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise InputError(f"{folder} is a file, not a directory: choose another --output_dir.")
     try:
@@ -109,6 +111,10 @@ def _writable_dir(path):
         raise InputError(f"Cannot create the directory {folder} ({err.strerror}); choose a "
                          "writable --output_dir.") from None
     return folder
+
+
+def _writable_dir(path):
+    return ensure_dir(os.path.dirname(os.path.abspath(path)))
 
 
 @contextlib.contextmanager

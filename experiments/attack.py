@@ -63,8 +63,7 @@ def main(argv):
         kwargs["targeted"] = True
     params = common.effective_attack_params(FLAGS.attack, kwargs, seed=FLAGS.seed)
     model, defense = common.apply_defense(run.model, data, run.clip_min, run.clip_max)
-    call = {k: v for k, v in params.items() if not (k == "norm" and FLAGS.attack in
-                                                      ("fgsm", "fgm_l2", "pgd", "pgd_l2"))}
+    call = common.attack_call_kwargs(FLAGS.attack, params)
     labels = targets if targeted else (y if FLAGS.use_true_labels else None)
     logging.info("%s on %d test images of %s, %s", FLAGS.attack, n, run.dataset_name, params)
     start = time.time()

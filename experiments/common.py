@@ -48,14 +48,9 @@ def make_output_dir(path):
     """Creates ``--output_dir`` (``~`` expanded) or says in one line why it cannot."""
     if not path:
         raise InputError("--output_dir is required: pass --output_dir=<directory for outputs>.")
-    path = os.path.expanduser(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise InputError(f"--output_dir={path} is a file; pass a directory.")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"Cannot create --output_dir={path} ({err.strerror}); choose a "
-                         "writable location.") from None
+    from cnnvis_tf import rundir
+
+    path = rundir.ensure_dir(os.path.expanduser(path))
     if not os.access(path, os.W_OK):
         raise InputError(f"--output_dir={path} is not writable; choose a writable location.")
     return path
@@ -202,10 +197,7 @@ def effective_attack_params(name, kwargs, seed=None):
     from cnnvis_tf import attacks
 
     fn = attacks.get_attack(name)
-    fronts = {"fgsm": (attacks.fast_gradient_method, "inf"),
-              "fgm_l2": (attacks.fast_gradient_method, 2),
-              "pgd": (attacks.projected_gradient_descent, "inf"),
-              "pgd_l2": (attacks.projected_gradient_descent, 2)}
+    fronts = _attack_fronts()
     chain = [fn] + ([fronts[name][0]] if name in fronts else [])
     out = {}
     for f in chain:
@@ -229,6 +221,22 @@ def effective_attack_params(name, kwargs, seed=None):
                            else eps / nb_iter)
     return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
             for k, v in sorted(out.items())}
+
+
+def _attack_fronts():
+    """Registry names that are thin fronts fixing ``norm``: ``{name: (function, norm)}``."""
+    from cnnvis_tf import attacks
+
+    return {"fgsm": (attacks.fast_gradient_method, "inf"),
+            "fgm_l2": (attacks.fast_gradient_method, 2),
+            "pgd": (attacks.projected_gradient_descent, "inf"),
+            "pgd_l2": (attacks.projected_gradient_descent, 2)}
+
+
+def attack_call_kwargs(name, params):
+    """The keyword arguments to call attack ``name`` with, from its effective parameters
+    (a thin front sets ``norm`` itself, so it is recorded but not passed)."""
+    return {k: v for k, v in params.items() if not (k == "norm" and name in _attack_fronts())}
 
 
 def record(script, params, models):

@@ -53,8 +53,7 @@ def main(argv):
     out_dir = common.make_output_dir(FLAGS.output_dir)
     common.begin(out_dir, "metrics.json")
     params = common.effective_attack_params(FLAGS.attack, kwargs, seed=FLAGS.seed)
-    call = {k: v for k, v in params.items() if not (k == "norm" and FLAGS.attack in
-                                                      ("fgsm", "fgm_l2", "pgd", "pgd_l2"))}
+    call = common.attack_call_kwargs(FLAGS.attack, params)
     box = {"clip_min": run.clip_min, "clip_max": run.clip_max, "batch_size": FLAGS.batch_size}
     start = time.time()
     n_tr = min(FLAGS.num_train, len(data.x_train))

@@ -58,8 +58,7 @@ def main(argv):
     x, y = data.x_test[:n], data.y_test[:n].astype(np.int64)
     models = dict(zip(names, (r.model for r in runs), strict=True))
     params = common.effective_attack_params(FLAGS.attack, kwargs, seed=FLAGS.seed)
-    call = {k: v for k, v in params.items() if not (k == "norm" and FLAGS.attack in
-                                                      ("fgsm", "fgm_l2", "pgd", "pgd_l2"))}
+    call = common.attack_call_kwargs(FLAGS.attack, params)
     clean = {k: float(np.mean(evaluation.predict_labels(m, x) == y)) for k, m in models.items()}
     _, matrix = evaluation.transfer_matrix(
         models, x, y, FLAGS.attack, batch_size=FLAGS.batch_size, clip_min=runs[0].clip_min,
