@@ -18,7 +18,6 @@ import os
 import time
 
 import keras
-import numpy as np
 from absl import flags, logging
 
 from cnnvis_tf import datasets, recipes, rundir
@@ -108,16 +107,7 @@ def main(argv):
              f"after clipping), mean ± std over {FLAGS.seeds} seed(s); {FLAGS.dataset}, "
              f"{FLAGS.epochs} epoch(s); Adv: FGSM on {FLAGS.adv_ratio:.0%} of each batch, eps "
              f"matched to {FLAGS.adv_snr_db:g} dB.")
-    means = {v.key: {"mean": {c: float(np.mean([r[c] for r in per_run[v.key]]))
-                              for c in per_run[v.key][0]},
-                     "std": {c: (float(np.std([r[c] for r in per_run[v.key]], ddof=1))
-                                 if len(per_run[v.key]) > 1 else 0.0)
-                             for c in per_run[v.key][0]},
-                     "num_runs": len(per_run[v.key]), "adv": v.adv, "label": v.label}
-             for v in variants}
-    gains = dt.adversarial_gains(means)
-    stats = dt.write_table(out_dir, variants, per_run, levels, title,
-                           notes=dt.gain_notes(gains, means))
+    stats, gains = dt.write_table(out_dir, variants, per_run, levels, title)
     for v in variants:
         stats[v.key].update(variant=v._asdict(), runs=runs[v.key], gains=gains.get(v.key))
     fingerprints = {r["dir"]: r["settings"]["model_fingerprint"]

@@ -187,8 +187,22 @@ def gain_notes(gains, stats):
             if lines else [])
 
 
-def write_table(out_dir, variants, per_run, snr_levels, title, notes=()):
-    """Writes ``table.md``/``table.csv`` (mean ± sample std in percent) from per-run rows.
+def variant_stats(variants, per_run, snr_levels):
+    """Mean and sample std (ddof=1; 0 for one run) per variant and column, in fractions:
+    ``{key: {"label", "num_runs", "adv", "mean": {col: .}, "std": {col: .}}}``."""
+    columns = ["Clean"] + [_col(s) for s in snr_levels]
+    stats = {}
+    for v in variants:
+        cells = {c: rundir.mean_std([r[c] for r in per_run[v.key]]) for c in columns}
+        stats[v.key] = {"label": v.label, "num_runs": len(per_run[v.key]), "adv": v.adv,
+                        "mean": {c: m for c, (m, _) in cells.items()},
+                        "std": {c: sd or 0.0 for c, (_, sd) in cells.items()}}
+    return stats
+
+
+def write_table(out_dir, variants, per_run, snr_levels, title):
+    """Writes ``table.md``/``table.csv`` (mean ± sample std in percent) from per-run rows,
+    with the adversarial-training gains (:func:`adversarial_gains`) under the table.
 
     Args:
       variants: list of :class:`Variant` (the row order).
@@ -196,16 +210,13 @@ def write_table(out_dir, variants, per_run, snr_levels, title, notes=()):
       snr_levels: the SNR columns.
 
     Returns:
-      ``{key: {"label", "num_runs", "mean": {col: fraction}, "std": {col: fraction}}}``.
+      ``(stats, gains)``: :func:`variant_stats` and :func:`adversarial_gains` of them.
     """
     columns = ["Clean"] + [_col(s) for s in snr_levels]
+    stats = variant_stats(variants, per_run, snr_levels)
+    gains = adversarial_gains(stats)
     rows = {f"{v.label} (beta={v.beta:g}, gamma={v.gamma:g}, m={v.m:g})":
             {c: [100.0 * r[c] for r in per_run[v.key]] for c in columns} for v in variants}
-    table = rundir.write_table(out_dir, row_label="Network type", columns=columns, rows=rows,
-                               title=title, unit="%", notes=notes)
-    stats = {}
-    for v, (_, cells) in zip(variants, table.items()):
-        stats[v.key] = {"label": v.label, "num_runs": len(per_run[v.key]), "adv": v.adv,
-                        "mean": {c: cells[c]["mean"] / 100 for c in columns},
-                        "std": {c: (cells[c]["std"] or 0.0) / 100 for c in columns}}
-    return stats
+    rundir.write_table(out_dir, row_label="Network type", columns=columns, rows=rows,
+                       title=title, unit="%", notes=gain_notes(gains, stats))
+    return stats, gains
