@@ -284,3 +284,100 @@ def apply_defense(model, data, clip_min, clip_max):
     return defended, {"defense": FLAGS.defense, "defense_epochs": FLAGS.defense_epochs,
                       "defense_train_size": min(FLAGS.defense_train_size, len(data.x_train)),
                       "defense_fit_loss": history.get("loss", [None])[-1]}
+
+
+# ----------------------------------------------------------------------------- devices, shards
+
+SHARDS = "shards"
+SHARD_MARKER = "shard.json"
+
+
+def define_strategy_flags():
+    """``--strategy`` and ``--tpu`` for the analysis scripts (batches split across the
+    replicas of a ``tf.distribute`` strategy; ``--num_cpu_devices`` tests it on a CPU)."""
+    from cnnvis_tf import training
+
+    flags.DEFINE_enum("strategy", "default", list(training.STRATEGIES),
+                      "tf.distribute strategy the batches run under (mirrored: the local "
+                      "GPUs, or --num_cpu_devices CPUs; multi_worker: TF_CONFIG's workers; "
+                      "tpu: --tpu).")
+    flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
+
+
+def strategy_from_flags():
+    """The strategy of ``--strategy`` (logical CPUs of ``--num_cpu_devices`` made first)."""
+    from cnnvis_tf import training
+
+    training.check_strategy(FLAGS.strategy, FLAGS.tpu)
+    configure_devices(FLAGS.num_cpu_devices)
+    return training.get_strategy(FLAGS.strategy, FLAGS.tpu)
+
+
+def define_shard_flags():
+    """``--num_shards`` and ``--shard_index``: one process computes one contiguous part of
+    the examples into ``<output_dir>/shards/shard-<i>-of-<K>/``; ``experiments.merge``
+    joins the parts into the files of an unsharded run."""
+    flags.DEFINE_integer("num_shards", 1, "Split the examples into this many shards (one "
+                         "process each, e.g. a job array); then run experiments.merge.",
+                         lower_bound=1)
+    flags.DEFINE_integer("shard_index", 0, "The shard this process computes, 0..num_shards-1.",
+                         lower_bound=0)
+
+
+def sharded() -> bool:
+    """Whether this process computes one shard of several (``--num_shards`` > 1)."""
+    return FLAGS.num_shards > 1
+
+
+def check_shard_flags() -> None:
+    """Raises :class:`InputError` unless ``0 <= --shard_index < --num_shards``."""
+    if FLAGS.shard_index >= FLAGS.num_shards:
+        raise InputError(f"--shard_index={FLAGS.shard_index} is out of range for --num_shards="
+                         f"{FLAGS.num_shards}; pass --shard_index=0..{FLAGS.num_shards - 1}.")
+
+
+def shard_slice(n: int, align: int = 1, index: int | None = None,
+                num_shards: int | None = None) -> slice:
+    """The contiguous part of ``range(n)`` shard ``index`` of ``num_shards`` (default: the
+    flags') computes. Boundaries fall on multiples of ``align`` (pass the batch size: the
+    batches, and so seeded per-batch randomness, are then those of the unsharded run)."""
+    index = FLAGS.shard_index if index is None else index
+    num_shards = FLAGS.num_shards if num_shards is None else num_shards
+    blocks = -(-int(n) // max(1, int(align)))
+    lo, hi = blocks * index // num_shards, blocks * (index + 1) // num_shards
+    return slice(min(n, lo * align), min(n, hi * align))
+
+
+def shard_dir(out_dir: str, index: int | None = None, num_shards: int | None = None) -> str:
+    """``<out_dir>/shards/shard-<i>-of-<K>`` (default: the flags' shard)."""
+    index = FLAGS.shard_index if index is None else index
+    num_shards = FLAGS.num_shards if num_shards is None else num_shards
+    return os.path.join(out_dir, SHARDS, f"shard-{index}-of-{num_shards}")
+
+
+def shard_is_done(folder: str, fingerprints) -> bool:
+    """Whether ``folder`` holds a finished shard (its :data:`SHARD_MARKER`) of this very
+    command line and models; an interrupted or different one is recomputed."""
+    from cnnvis_tf import rundir
+
+    return rundir.artifact_is_current(folder, SHARD_MARKER, sys.argv[1:], list(fingerprints))
+
+
+def begin_shard(folder: str, record_: dict) -> None:
+    """Starts (or restarts) a shard: removes its old marker, writes its ``config.json``
+    (``record_`` plus the shard's index and count)."""
+    from cnnvis_tf import rundir
+
+    rundir.ensure_dir(folder)
+    begin(folder, SHARD_MARKER)
+    rundir.write_record(folder, {**record_, "shard_index": FLAGS.shard_index,
+                                 "num_shards": FLAGS.num_shards})
+
+
+def finish_shard(folder: str, summary: dict) -> None:
+    """Marks a shard finished: writes :data:`SHARD_MARKER` (``summary``, e.g. its slice
+    and seconds) last."""
+    from cnnvis_tf import rundir
+
+    rundir.write_json(os.path.join(folder, SHARD_MARKER), {
+        **summary, "shard_index": FLAGS.shard_index, "num_shards": FLAGS.num_shards})
