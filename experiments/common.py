@@ -169,6 +169,14 @@ def define_train_flags(**defaults):
                         "(default: the last conv's ReLU).")
     flags.DEFINE_float("noise_sigma", 0.0, "Gaussian data augmentation of this std while "
                        "training (for randomized smoothing, e.g. 0.25; 0: off).")
+    flags.DEFINE_enum("adv_recipe", "standard", ["standard", "seed002"],
+                      "standard: per-example eps |N(0, sigma)| <= 2 sigma, sigma matched per "
+                      "batch, --adv_ratio of the batch; seed002: seed 002's code (FGSM with "
+                      "per-pixel |N(0, sigma)| clamped at 2 sigma, sigma matched to "
+                      "--adv_snr_db once over the training images, half of each batch "
+                      "adversarial, clean half weighted 0.3).")
+    flags.DEFINE_float("adv_loss_weight", None, "Weight of adversarial examples in the loss, "
+                       "relative to clean ones (default: 1; seed002: 1/0.3).")
 
 
 def train_config_from_flags(**overrides):

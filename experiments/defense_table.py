@@ -49,8 +49,8 @@ _SET_BY_VARIANT = ("adv_training", "adv_eps", "parseval_beta", "smooth_gamma", "
 
 def _train(run_dir, variant, seed):
     """Trains (or resumes, or finds finished) one run; returns its directory."""
-    config = common.train_config_from_flags(seed=seed,
-                                            **dt.train_kwargs(variant, FLAGS.adv_snr_db))
+    config = common.train_config_from_flags(
+        seed=seed, **dt.train_kwargs(variant, FLAGS.adv_snr_db, FLAGS.adv_recipe))
     logging.info("Training %s (seed %d): %s", variant.label, seed, config)
     recipes.train_run(config, run_dir, overwrite=FLAGS.overwrite,
                       extra_config={"flags": common.script_flags(),
@@ -89,24 +89,33 @@ def main(argv):
     if present:
         raise InputError(f"{', '.join(present)} cannot be set here: each variant sets its "
                          "defenses; choose them with --variants (e.g. 'smooth:gamma=0.003').")
+    if FLAGS.adv_recipe == "seed002" and FLAGS["adv_ratio"].present and FLAGS.adv_ratio != 0.5:
+        raise InputError("--adv_recipe=seed002 trains on half adversarial, half clean batches; "
+                         "drop --adv_ratio (or use --adv_recipe=standard).")
     variants = dt.parse_variants(FLAGS.variants)
     levels = dt.parse_floats("snr_db", FLAGS.snr_db)
-    common.train_config_from_flags()  # bad training flags fail before any output exists
+    # Bad training flags fail before any output exists (the recipe applies to Adv variants).
+    common.train_config_from_flags(adv_recipe="standard")
     out_dir = common.make_output_dir(FLAGS.output_dir)
     common.begin(out_dir, "results.json")
     start = time.time()
     per_run, runs = {}, {}
     for v in variants:
         for seed in range(FLAGS.seed, FLAGS.seed + FLAGS.seeds):
-            run_dir = _train(os.path.join(out_dir, "runs", f"{v.key}_seed{seed}"), v, seed)
+            run_dir = _train(os.path.join(out_dir, "runs", dt.run_name(v, seed, FLAGS.adv_recipe)),
+                             v, seed)
             result = _evaluate(run_dir, levels)
             logging.info("%s seed %d: %s", v.label, seed, result["accuracy"])
             per_run.setdefault(v.key, []).append(result["accuracy"])
             runs.setdefault(v.key, []).append(result)
+    adv_desc = (f"FGSM on {FLAGS.adv_ratio:.0%} of each batch, eps matched to "
+                f"{FLAGS.adv_snr_db:g} dB" if FLAGS.adv_recipe == "standard" else
+                "seed 002's recipe (FGSM, per-pixel |N(0, sigma)| clamped at 2 sigma, sigma "
+                f"matched to {FLAGS.adv_snr_db:g} dB over the training images, 50/50 batches, "
+                "clean half weighted 0.3)")
     title = (f"Accuracy (%) clean and under SNR-bounded FGSM (columns: SNR in dB, achieved "
              f"after clipping), mean ± std over {FLAGS.seeds} seed(s); {FLAGS.dataset}, "
-             f"{FLAGS.epochs} epoch(s); Adv: FGSM on {FLAGS.adv_ratio:.0%} of each batch, eps "
-             f"matched to {FLAGS.adv_snr_db:g} dB.")
+             f"{FLAGS.epochs} epoch(s); Adv: {adv_desc}.")
     stats, gains = dt.write_table(out_dir, variants, per_run, levels, title)
     for v in variants:
         stats[v.key].update(variant=v._asdict(), runs=runs[v.key], gains=gains.get(v.key))
@@ -114,7 +123,8 @@ def main(argv):
                     for rs in runs.values() for r in rs}
     params = {"variants": [v._asdict() for v in variants], "seeds": FLAGS.seeds,
               "snr_db": levels, "num_eval": FLAGS.num_eval,
-              "train": common.train_config_from_flags().settings()}
+              "adv_recipe": FLAGS.adv_recipe,
+              "train": common.train_config_from_flags(adv_recipe="standard").settings()}
     rundir.write_record(out_dir, common.record("experiments.defense_table", params,
                                                fingerprints))
     fig_dir = os.path.join(out_dir, "figures")

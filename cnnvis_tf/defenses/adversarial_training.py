@@ -20,11 +20,28 @@ References:
   Madry et al. "Towards deep learning models resistant to adversarial attacks." ICLR 2018.
   Seed 002 section 3.1 (sigma matched to an SNR of 33 dB), section 4.2.2 (smoothness on the
   non-augmented part of the batch).
+
+Two recipes (``adv_recipe``):
+
+- ``"standard"`` (default): per-*example* budgets ``|N(0, sigma)|`` truncated at ``2 sigma``
+  (Kurakin et al.), ``sigma`` the mean SNR-matched budget of the current batch (after
+  clipping, as ``attacks.snr_fgsm``); FGSM or PGD on a fraction ``adv_ratio`` of the batch;
+  adversarial examples weighted ``adv_loss_weight`` (default 1).
+- ``"seed002"``: seed 002's code exactly: FGSM with a *per-pixel* magnitude
+  ``|clamp(N(0, sigma), -2 sigma, 2 sigma)|`` (clamped, not resampled) times the gradient's
+  sign, the result clipped to the box; ``sigma`` is one number fixed before training,
+  :func:`snr_sigma` of the data set (``||x|| / (10^(snr/20) sqrt(D))`` averaged over the
+  images; the seed averaged it over the test set, we use the training split); the first half
+  of every batch adversarial, the second clean; the loss
+  ``(sum CE_adv + 0.3 sum CE_clean) / (n_adv + 0.3 n_clean)``, i.e. the adversarial half
+  weighs ``adv_loss_weight = 1 / 0.3`` relative to the clean one (Kurakin et al. put the 0.3
+  on the adversarial examples; the seed's code puts it on the clean ones).
 """
 
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -44,9 +61,14 @@ from cnnvis_tf.layers.smoothness import (
     laplacian_smoothness_penalty,
 )
 
-__all__ = ["DefenseModel", "truncated_normal_eps"]
+__all__ = ["DefenseModel", "truncated_normal_eps", "snr_sigma", "seed002_magnitudes",
+           "ADV_RECIPES", "SEED002_ADV_LOSS_WEIGHT", "default_adv_loss_weight"]
 
 ADV_METHODS = ("fgsm", "pgd")
+ADV_RECIPES = ("standard", "seed002")
+# Seed 002's code: loss = (50 CE(adv half) + 50 * 0.3 CE(clean half)) / (50 + 50 * 0.3).
+SEED002_CLEAN_WEIGHT = 0.3
+SEED002_ADV_LOSS_WEIGHT = 1.0 / SEED002_CLEAN_WEIGHT
 SMOOTH_WEIGHTINGS = ("seed002", "gamma")
 _SEED_STATE = "seed_generator_state"
 
@@ -54,6 +76,40 @@ _SEED_STATE = "seed_generator_state"
 def truncated_normal_eps(sigma, batch_size, seed=None):
     """``|N(0, sigma)|`` truncated at ``2 sigma``: per-example budgets of seed 002 §3.1."""
     return ops.abs(keras.random.truncated_normal((batch_size,), stddev=1.0, seed=seed)) * sigma
+
+
+def default_adv_loss_weight(adv_recipe="standard"):
+    """The weight of adversarial examples in the loss when none is given: 1 (standard) or
+    seed 002's ``1 / 0.3`` (its clean half weighs 0.3)."""
+    return SEED002_ADV_LOSS_WEIGHT if adv_recipe == "seed002" else 1.0
+
+
+# Seed 002, section 3.1 and its code (test_adversarial_svhn.py: ``diff_limit``).
+def snr_sigma(x, snr_db, batch_size=4096) -> float:
+    """Seed 002's sigma: the mean over images of the FGSM step ``eps`` that gives
+    ``snr_db``, ``||x_i||_2 / (10^(snr_db/20) sqrt(D))`` (``D`` entries per image, the
+    unclipped sign-step formula), computed once over a whole data set in float64 batches.
+
+    Raises:
+      InputError: empty ``x`` or a bad ``snr_db``.
+    """
+    snr_db = check_positive("snr_db", snr_db)
+    n = len(x)
+    if n == 0:
+        raise InputError("snr_sigma needs at least one image; received an empty array.")
+    d = int(np.prod(np.shape(x)[1:]))
+    total = 0.0
+    for i in range(0, n, int(batch_size)):
+        b = np.asarray(x[i : i + int(batch_size)], np.float64).reshape(-1, d)
+        total += float(np.sqrt((b**2).sum(axis=1)).sum())
+    return total / n / (10.0 ** (snr_db / 20.0) * math.sqrt(d))
+
+
+def seed002_magnitudes(shape, sigma, seed=None):
+    """Per-pixel FGSM magnitudes of seed 002's code: ``|clamp(N(0, sigma), -2 sigma,
+    2 sigma)|`` (clamped to the bound, not redrawn), one per entry of ``shape``."""
+    noise = keras.random.normal(shape, stddev=1.0, seed=seed)
+    return ops.abs(ops.clip(noise, -2.0, 2.0)) * sigma
 
 
 def _check_finite(name, value):
@@ -81,7 +137,8 @@ class DefenseModel(keras.Model):
         ``sigma`` the mean FGSM budget that gives this SNR (after clipping, as
         ``attacks.snr_fgsm``) on the current clean batch.
       adv_loss_weight: weight ``lambda`` of adversarial examples in the loss (Kurakin et al.);
-        weights are renormalized to mean 1.
+        weights are renormalized to mean 1. ``None``: the recipe's (1, or ``1 / 0.3`` for
+        ``"seed002"``).
       pgd_steps: PGD iterations (step size ``min(eps, 2.5 eps / pgd_steps)``).
       parseval_beta: if > 0, :func:`apply_parseval` is applied to ``classifier``; in
         [0, 1) (the retraction diverges for ``beta >= 1``).
@@ -93,6 +150,10 @@ class DefenseModel(keras.Model):
         ``smooth_gamma`` (Lassance et al.'s code).
       clip_min, clip_max: valid input range.
       seed: seed for the random budgets and PGD starts.
+      adv_recipe: ``"standard"`` or ``"seed002"`` (see the module docstring); ``"seed002"``
+        needs ``adv_training="fgsm"``, ``adv_sigma``, ``adv_ratio=0.5`` and no ``adv_eps``.
+      adv_sigma: ``"seed002"``: the std of the per-pixel magnitudes, fixed before training
+        (:func:`snr_sigma` of the training images at ``adv_snr_db``).
       **kwargs: base ``keras.Model`` arguments.
     """
 
@@ -103,7 +164,7 @@ class DefenseModel(keras.Model):
         adv_ratio=0.5,
         adv_eps=None,
         adv_snr_db=None,
-        adv_loss_weight=1.0,
+        adv_loss_weight=None,
         pgd_steps=7,
         parseval_beta=0.0,
         smooth_gamma=0.0,
@@ -113,9 +174,15 @@ class DefenseModel(keras.Model):
         clip_max=1.0,
         seed=None,
         smooth_weighting="seed002",
+        adv_recipe="standard",
+        adv_sigma=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if adv_loss_weight is None:
+            adv_loss_weight = default_adv_loss_weight(adv_recipe)
+        self.adv_recipe, self.adv_sigma = self._check_recipe(
+            adv_recipe, adv_training, adv_sigma, adv_eps, adv_ratio)
         if smooth_weighting not in SMOOTH_WEIGHTINGS:
             raise invalid("smooth_weighting", "'seed002' (gamma ** m) or 'gamma'",
                           smooth_weighting)
@@ -124,7 +191,8 @@ class DefenseModel(keras.Model):
             raise invalid("classifier", "a keras.Model mapping inputs to logits", classifier)
         if adv_training not in (None,) + ADV_METHODS:
             raise invalid("adv_training", "None, 'fgsm' or 'pgd'", adv_training)
-        if adv_training and (adv_eps is None) == (adv_snr_db is None):
+        if adv_training and self.adv_recipe == "standard" and (
+                (adv_eps is None) == (adv_snr_db is None)):
             raise InputError(
                 "Adversarial training needs exactly one of `adv_eps` or `adv_snr_db`. "
                 f"Received: adv_eps={adv_eps}, adv_snr_db={adv_snr_db}"
@@ -153,6 +221,33 @@ class DefenseModel(keras.Model):
         # never calls ``self``) reloaded with an empty optimizer and lost its state.
         if getattr(classifier, "built", False):
             self.built = True
+
+    @staticmethod
+    def _check_recipe(adv_recipe, adv_training, adv_sigma, adv_eps, adv_ratio):
+        """``(adv_recipe, adv_sigma)`` checked: seed 002's recipe is FGSM on half of each
+        batch with a fixed sigma; returns sigma as a float (None for "standard")."""
+        if adv_recipe not in ADV_RECIPES:
+            raise invalid("adv_recipe", "'standard' or 'seed002'", adv_recipe)
+        if adv_recipe == "standard" or adv_training in (None, "", "none"):
+            if adv_sigma is not None:
+                check_positive("adv_sigma", adv_sigma)
+            return adv_recipe, None if adv_sigma is None else float(adv_sigma)
+        if adv_training != "fgsm":
+            raise InputError("adv_recipe='seed002' is seed 002's FGSM recipe; it needs "
+                             f"adv_training='fgsm'. Received: adv_training={adv_training!r}")
+        if adv_eps is not None:
+            raise InputError("adv_recipe='seed002' draws per-pixel magnitudes from "
+                             "N(0, adv_sigma) (sigma matched to adv_snr_db); it takes no "
+                             f"adv_eps. Received: adv_eps={adv_eps!r}")
+        if adv_sigma is None:
+            raise InputError("adv_recipe='seed002' needs adv_sigma, the per-pixel std matched "
+                             "to the SNR over the data set: adv_sigma=snr_sigma(x_train, 33).")
+        if isinstance(adv_ratio, bool) or not isinstance(adv_ratio, (int, float)) or \
+                float(adv_ratio) != 0.5:
+            raise InputError("adv_recipe='seed002' trains on half adversarial, half clean "
+                             f"batches; adv_ratio must be 0.5. Received: adv_ratio={adv_ratio!r}"
+                             " (use adv_recipe='standard' for another ratio).")
+        return adv_recipe, check_positive("adv_sigma", adv_sigma)
 
     def build(self, input_shape=None):
         if not self.classifier.built:
@@ -197,10 +292,15 @@ class DefenseModel(keras.Model):
         ``adv_ratio``), from the kernel of :mod:`cnnvis_tf.attacks`; graph-safe.
 
         Draws from ``self.seed_generator``: SNR budgets first (when ``adv_snr_db``), then
-        the PGD start.
+        the PGD start; for ``adv_recipe="seed002"`` the per-pixel magnitudes
+        (:func:`seed002_magnitudes` of ``adv_sigma``) along the gradient's sign.
         """
         x = tf.convert_to_tensor(x)
         box = {"clip_min": self.clip_min, "clip_max": self.clip_max}
+        if self.adv_recipe == "seed002":  # per-pixel magnitudes along sign(grad), clipped
+            direction = _steps.direction(_steps.loss_gradient(self._logits, x, y))
+            step = seed002_magnitudes(ops.shape(x), self.adv_sigma, self.seed_generator)
+            return _steps.fgm_step(x, ops.cast(step, x.dtype) * direction, 1.0, **box)
         direction = None
         if self.adv_snr_db is not None:
             direction = _steps.direction(_steps.loss_gradient(self._logits, x, y))
@@ -215,19 +315,31 @@ class DefenseModel(keras.Model):
         return _steps.pgd(self._logits, x, y, eps, nb_iter=self.pgd_steps,
                           seed=self.seed_generator, **box)
 
+    def training_batch(self, x, y, sample_weight=None):
+        """The batch ``train_step`` fits: ``(x, loss weights, clean mask)``.
+
+        With adversarial training the first ``round(adv_ratio * N)`` examples are replaced
+        by :meth:`adversarial_examples` and weighted ``adv_loss_weight`` against 1 for the
+        clean ones, the weights renormalized to mean 1, so the loss is
+        ``(lambda sum CE_adv + sum CE_clean) / (lambda n_adv + n_clean)`` (for ``"seed002"``,
+        ``lambda = 1 / 0.3``: seed 002's ``(sum CE_adv + 0.3 sum CE_clean) / (n_adv + 0.3
+        n_clean)``). Without it: ``(x, sample_weight, None)``.
+        """
+        if not (self.adv_training and self.adv_ratio > 0):
+            return x, sample_weight, None
+        batch = ops.shape(x)[0]
+        n_adv = ops.cast(ops.round(self.adv_ratio * ops.cast(batch, "float32")), "int32")
+        is_adv = ops.arange(batch) < n_adv
+        x_adv = ops.stop_gradient(self.adversarial_examples(x, y))
+        x = ops.where(ops.reshape(is_adv, (-1,) + (1,) * (len(x.shape) - 1)), x_adv, x)
+        w = ops.where(is_adv, self.adv_loss_weight, 1.0)
+        w = w / ops.mean(w)
+        loss_weight = w if sample_weight is None else w * sample_weight
+        return x, loss_weight, ops.logical_not(is_adv)
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        loss_weight, clean = sample_weight, None
-        if self.adv_training and self.adv_ratio > 0:
-            batch = ops.shape(x)[0]
-            n_adv = ops.cast(ops.round(self.adv_ratio * ops.cast(batch, "float32")), "int32")
-            is_adv = ops.arange(batch) < n_adv
-            x_adv = ops.stop_gradient(self.adversarial_examples(x, y))
-            x = ops.where(ops.reshape(is_adv, (-1,) + (1,) * (len(x.shape) - 1)), x_adv, x)
-            w = ops.where(is_adv, self.adv_loss_weight, 1.0)
-            w = w / ops.mean(w)
-            loss_weight = w if sample_weight is None else w * sample_weight
-            clean = ops.logical_not(is_adv)
+        x, loss_weight, clean = self.training_batch(x, y, sample_weight)
         with tf.GradientTape() as tape:
             if self._features is not None:
                 outputs = self._features(x, training=True)
@@ -287,6 +399,8 @@ class DefenseModel(keras.Model):
                 "clip_min": self.clip_min,
                 "clip_max": self.clip_max,
                 "seed": self.seed,
+                "adv_recipe": self.adv_recipe,
+                "adv_sigma": self.adv_sigma,
             }
         )
         return config

@@ -7,7 +7,11 @@ back the plain functional classifier to save as ``model.keras``.
 """
 
 from cnnvis_tf.checks import check_nonneg, invalid
-from cnnvis_tf.defenses.adversarial_training import ADV_METHODS, DefenseModel
+from cnnvis_tf.defenses.adversarial_training import (
+    ADV_METHODS,
+    DefenseModel,
+    default_adv_loss_weight,
+)
 from cnnvis_tf.layers.interpretable import insert_filter_mask
 
 __all__ = ["make_defended", "classifier_of"]
@@ -20,7 +24,7 @@ def make_defended(
     adv_ratio=0.5,
     adv_eps=None,
     adv_snr_db=None,
-    adv_loss_weight=1.0,
+    adv_loss_weight=None,
     pgd_steps=7,
     parseval_beta=0.0,
     smooth_gamma=0.0,
@@ -33,6 +37,8 @@ def make_defended(
     seed=None,
     smooth_weighting="seed002",
     filter_mask_at_inference=True,
+    adv_recipe="standard",
+    adv_sigma=None,
 ):
     """Applies the requested defenses to a freshly built functional classifier.
 
@@ -45,6 +51,8 @@ def make_defended(
       filter_loss_weight: if > 0, an :class:`InterpretableFilterMask` with this filter-loss
         weight is inserted after ``filter_layer`` (default: the last conv's ReLU).
       smooth_layers: list or comma-separated string of layer names (``None``: default).
+      adv_recipe, adv_sigma: ``"standard"`` or seed 002's recipe (``"seed002"``, per-pixel
+        magnitudes of std ``adv_sigma``); see :class:`DefenseModel`.
       Other arguments: see :class:`DefenseModel`.
 
     Returns:
@@ -65,6 +73,9 @@ def make_defended(
     if isinstance(smooth_layers, str):
         smooth_layers = [s.strip() for s in smooth_layers.split(",") if s.strip()] or None
     # Every setting is checked (by DefenseModel's own checks), even when its defense is off.
+    if adv_loss_weight is None:
+        adv_loss_weight = default_adv_loss_weight(adv_recipe)
+    DefenseModel._check_recipe(adv_recipe, adv_training, adv_sigma, adv_eps, adv_ratio)
     DefenseModel._check_settings(
         adv_ratio=adv_ratio, adv_eps=adv_eps, adv_snr_db=adv_snr_db,
         adv_loss_weight=adv_loss_weight, pgd_steps=pgd_steps, parseval_beta=parseval_beta,
@@ -93,6 +104,8 @@ def make_defended(
         clip_max=clip_max,
         seed=seed,
         smooth_weighting=smooth_weighting,
+        adv_recipe=adv_recipe,
+        adv_sigma=adv_sigma if adv_training else None,
     )
 
 

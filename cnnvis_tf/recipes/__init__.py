@@ -72,6 +72,8 @@ class TrainConfig:
     filter_loss_weight: float = 0.0
     filter_layer: str = None
     noise_sigma: float = 0.0
+    adv_recipe: str = "standard"
+    adv_loss_weight: float = None
 
     @classmethod
     def from_dict(cls, values):
@@ -120,6 +122,8 @@ class TrainConfig:
         finite("smooth_gamma", 0)
         finite("filter_loss_weight", 0)
         finite("noise_sigma", 0)
+        finite("adv_loss_weight", 0, allow_none=True)
+        self._validate_adv_recipe()
         for name in ("epochs", "batch_size", "pgd_steps", "smooth_power"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -134,6 +138,24 @@ class TrainConfig:
         training.parse_lr_schedule(self.lr_schedule)
         training.check_strategy(self.strategy, self.tpu)
         return self
+
+    def _validate_adv_recipe(self):
+        """Seed 002's recipe is FGSM, sigma matched to --adv_snr_db, 50/50 batches."""
+        if self.adv_recipe not in ("standard", "seed002"):
+            raise InputError(f"Unknown adv_recipe {self.adv_recipe!r}: choose standard "
+                             "(per-example budgets, --adv_ratio) or seed002 (seed 002's code).")
+        if self.adv_recipe != "seed002":
+            return
+        if self.adv_training != "fgsm":
+            raise InputError("--adv_recipe=seed002 is seed 002's FGSM training: pass "
+                             f"--adv_training=fgsm (got {self.adv_training!r}).")
+        if self.adv_snr_db is None or self.adv_eps is not None:
+            raise InputError("--adv_recipe=seed002 matches sigma to an SNR over the training "
+                             "images: pass --adv_snr_db (e.g. 33) and no --adv_eps.")
+        if self.adv_ratio != 0.5:
+            raise InputError("--adv_recipe=seed002 trains on half adversarial, half clean "
+                             f"batches: --adv_ratio must be 0.5 (got {self.adv_ratio!r}); use "
+                             "--adv_recipe=standard for another ratio.")
 
     def settings(self):
         """The dict stored under ``settings`` in config.json (all fields)."""
@@ -162,6 +184,7 @@ def train_run(config, output_dir, *, overwrite=False, extra_config=None):
                          svhn_extra=config.svhn_extra, normalization=config.normalization)
     if config.validation_split == 0:
         logging.info("validation_split=0: no validation split; curves show training numbers.")
+    adv = _adversarial_training_facts(config, data)
     dist = training.get_strategy(config.strategy, config.tpu)
     logging.info("Strategy %s with %d replica(s)", config.strategy, dist.num_replicas_in_sync)
 
@@ -181,7 +204,8 @@ def train_run(config, output_dir, *, overwrite=False, extra_config=None):
             smooth_power=config.smooth_power, smooth_layers=config.smooth_layers,
             filter_loss_weight=config.filter_loss_weight, filter_layer=config.filter_layer,
             smooth_weighting=config.smooth_weighting, clip_min=data.clip_min,
-            clip_max=data.clip_max, seed=config.seed,
+            clip_max=data.clip_max, seed=config.seed, adv_recipe=config.adv_recipe,
+            adv_sigma=adv.get("sigma"), adv_loss_weight=adv.get("loss_weight"),
         )
 
     settings = config.settings()
@@ -192,6 +216,8 @@ def train_run(config, output_dir, *, overwrite=False, extra_config=None):
     cfg = dict(extra_config or {})
     cfg.update(model=config.model, embedded=config.embedded, data_dir=config.data_dir,
                seed=config.seed)
+    if adv:
+        cfg["adversarial_training"] = adv
     return training.train(
         output_dir, data, build, epochs=config.epochs, batch_size=config.batch_size,
         optimizer=config.optimizer, learning_rate=config.learning_rate,
@@ -202,6 +228,26 @@ def train_run(config, output_dir, *, overwrite=False, extra_config=None):
         seed=config.seed, strategy=dist, config=cfg, settings=settings, overwrite=overwrite,
         defaults={f.name: f.default for f in dataclasses.fields(TrainConfig)},
     )
+
+
+def _adversarial_training_facts(config, data):
+    """The effective adversarial-training settings config.json records (``{}`` when off):
+    recipe, ratio, loss weight and, for seed 002's recipe, the per-pixel sigma computed once
+    from the training images."""
+    if config.adv_training == "none":
+        return {}
+    weight = (config.adv_loss_weight if config.adv_loss_weight is not None
+              else defenses.adversarial_training.default_adv_loss_weight(config.adv_recipe))
+    facts = {"recipe": config.adv_recipe, "method": config.adv_training,
+             "ratio": config.adv_ratio, "loss_weight": weight, "snr_db": config.adv_snr_db,
+             "eps": config.adv_eps}
+    if config.adv_recipe == "seed002":
+        facts["sigma"] = defenses.snr_sigma(data.x_train, config.adv_snr_db)
+        facts["sigma_from"] = f"training split ({len(data.x_train)} images)"
+        logging.info("Seed 002's adversarial training: per-pixel sigma %.6g (SNR %g dB over "
+                     "%d training images), adversarial loss weight %.4g", facts["sigma"],
+                     config.adv_snr_db, len(data.x_train), weight)
+    return facts
 
 
 def reconstruction_defense(model, x_train, *, clip_min=0.0, clip_max=1.0, epochs=5,

@@ -30,6 +30,7 @@ __all__ = [
     "ADV_SNR_DB",
     "parse_variants",
     "train_kwargs",
+    "run_name",
     "evaluate_snr",
     "write_table",
     "parse_floats",
@@ -113,16 +114,32 @@ def parse_variants(text):
     return out
 
 
-def train_kwargs(variant, adv_snr_db=ADV_SNR_DB):
-    """The defense settings of :class:`cnnvis_tf.recipes.TrainConfig` for ``variant``."""
-    return {
+def train_kwargs(variant, adv_snr_db=ADV_SNR_DB, adv_recipe="standard"):
+    """The defense settings of :class:`cnnvis_tf.recipes.TrainConfig` for ``variant``.
+
+    ``adv_recipe="seed002"`` trains the adversarial variants with seed 002's own recipe
+    (per-pixel magnitudes, sigma fixed over the training images, 50/50 batches, clean half
+    weighted 0.3); the others are unchanged.
+    """
+    out = {
         "adv_training": "fgsm" if variant.adv else "none",
         "adv_snr_db": adv_snr_db if variant.adv else None,
         "parseval_beta": float(variant.beta),
         "smooth_gamma": float(variant.gamma),
         "smooth_power": max(1, int(variant.m)),
         "augment": bool(variant.da),
+        "adv_recipe": adv_recipe if variant.adv else "standard",
     }
+    if variant.adv and adv_recipe == "seed002":
+        out["adv_ratio"] = 0.5
+    return out
+
+
+def run_name(variant, seed, adv_recipe="standard"):
+    """The run directory name of one (variant, seed): adversarial variants trained with seed
+    002's recipe get their own directories (``adv_recipe-seed002_seed0``)."""
+    recipe = f"_recipe-{adv_recipe}" if variant.adv and adv_recipe != "standard" else ""
+    return f"{variant.key}{recipe}_seed{seed}"
 
 
 def adversarial_gains(stats, baseline="vanilla"):
