@@ -25,6 +25,7 @@ RANK = {
     "cnnvis_tf.evaluation": 7,
     "cnnvis_tf.certify": 7,
     "cnnvis_tf.recipes": 8,
+    "cnnvis_tf.report": 8,
     "cnnvis_tf": 9,
     "experiments.common": 10,
     "experiments": 11,
