@@ -11,6 +11,7 @@ from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import (
     _model,
     adversarial,
+    attribution,
     cam,
     embedding,
     feature_vis,
@@ -303,6 +304,18 @@ def _loss_1d_models(ctx):
     return Output(r, {"endpoints": "model_dir at alpha=0, other_model_dir at alpha=1"}, fig)
 
 
+def _attribution(name, title, label, signed=False, overlay=False):
+    """A method of :mod:`attribution` (LayerCAM, RISE, Gradient x Input, VarGrad, pixel
+    occlusion) on the context's image."""
+
+    def run(ctx):
+        explain = attribution.explainer(name, ctx.model, layer=ctx.layer, seed=ctx.seed,
+                                        **_clip(ctx))
+        return _attr(ctx, explain(ctx.image[None], [ctx.label]), title, label, signed, overlay)
+
+    return run
+
+
 def _grabcut(ctx):
     n = min(8, len(ctx.x))
     sel = np.unique(np.r_[ctx.index, np.arange(n)])[:n]
@@ -443,6 +456,13 @@ METHODS = {
     "inversion_net": _inversion_net,
     "style_transfer": _style_transfer,
     "fast_style": _fast_style,
+    "layercam": _attribution("layercam", "LayerCAM", "normalized CAM", overlay=True),
+    "rise": _attribution("rise", "RISE", "mean probability of masks keeping the pixel"),
+    "gradient_input": _attribution("gradient_input", "Gradient x Input",
+                                   "attribution (sum over channels)", signed=True),
+    "vargrad": _attribution("vargrad", "VarGrad", "gradient variance (sum over channels)"),
+    "pixel_occlusion": _attribution("pixel_occlusion", "Occlusion of single pixels",
+                                    "logit drop", signed=True),
 }
 
 
