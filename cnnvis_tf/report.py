@@ -30,7 +30,10 @@ SECTIONS = ("model", "training", "attacks", "robustness", "transfer", "visualiza
 
 # Completion marker of each script's output (written last); a folder without it is unfinished.
 MARKERS = {"experiments.attack": "metrics.json", "experiments.detect": "metrics.json",
-           "experiments.visualize": rundir.CONFIG}
+           "experiments.visualize": rundir.CONFIG, "experiments.robustness": "results.json",
+           "experiments.transfer": "results.json", "experiments.certify": "results.json",
+           "experiments.defense_table": "results.json",
+           "experiments.selective_dropout": "results.json"}
 _SKIP_DIRS = {rundir.CHECKPOINTS, rundir.TENSORBOARD, rundir.FIGURES, "__pycache__"}
 _IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg",
                 ".jpeg": "image/jpeg", ".gif": "image/gif"}
@@ -144,11 +147,11 @@ def _fmt(v, digits=4):
     return str(v)
 
 
-def _figures(folder, title_prefix=""):
+def _figures(folder):
     """Image files of ``folder`` (sorted), as ``{"title", "path"}``."""
     if not os.path.isdir(folder):
         return []
-    return [{"title": title_prefix + os.path.splitext(n)[0].replace("_", " "),
+    return [{"title": os.path.splitext(n)[0].replace("_", " "),
              "path": os.path.join(folder, n)}
             for n in sorted(os.listdir(folder))
             if os.path.splitext(n)[1].lower() in _IMAGE_TYPES]
@@ -160,10 +163,7 @@ def _csv_table(path, caption=""):
         return None
     with open(path, newline="") as f:
         rows = [r for r in csv.reader(f) if r]
-    if not rows:
-        return None
-
-    return _csv_rows_table(rows[0], rows[1:], caption)
+    return _csv_rows_table(rows[0], rows[1:], caption) if rows else None
 
 
 def _history(run_dir, max_rows=40):
@@ -182,6 +182,7 @@ def _csv_rows_table(header, rows, caption):
             return _fmt(float(text), 4)
         except ValueError:
             return text
+
     return {"caption": caption, "header": header, "rows": [[cell(c) for c in r] for r in rows]}
 
 
@@ -223,11 +224,9 @@ def _artefacts(run_dir, max_depth=3):
 
 
 def _finished(folder, cfg):
-    marker = MARKERS.get(cfg["script"], "results.json")
-    if cfg["script"] not in MARKERS and not os.path.exists(os.path.join(folder, marker)):
-        marker = rundir.METRICS if os.path.exists(os.path.join(folder, rundir.METRICS)) \
-            else marker
-    return os.path.exists(os.path.join(folder, marker))
+    """Whether the script's completion marker is there (scripts unknown here: yes)."""
+    marker = MARKERS.get(cfg["script"])
+    return marker is None or os.path.exists(os.path.join(folder, marker))
 
 
 def inputs_fingerprint(run_dir):
@@ -237,8 +236,8 @@ def inputs_fingerprint(run_dir):
     h = hashlib.sha256()
     paths = [os.path.join(run_dir, n) for n in (rundir.CONFIG, rundir.METRICS, rundir.HISTORY)]
     for folder, cfg in _artefacts(run_dir):
-        paths += [os.path.join(folder, rundir.CONFIG),
-                  os.path.join(folder, MARKERS.get(cfg["script"], "results.json"))]
+        paths += [os.path.join(folder, n) for n in sorted(
+            {rundir.CONFIG, MARKERS.get(cfg["script"], "results.json"), rundir.METRICS})]
     tdir = os.path.join(os.path.dirname(__file__), "templates")
     paths += [os.path.join(tdir, n) for n in sorted(os.listdir(tdir))]
     for p in paths:
@@ -279,9 +278,14 @@ def _attack(folder, cfg, run_dir):
     aa = m.get("autoattack") or {}
     out["autoattack"] = [(k, _fmt(v)) for k, v in sorted(aa.items())
                          if not isinstance(v, (dict, list))]
-    checks = aa.get("checks")
-    out["checks"] = ([(k, _fmt(v)) for k, v in sorted(checks.items())]
-                     if isinstance(checks, dict) else [])
+    by = aa.get("robust_accuracy_by_attack") or {}
+    sec = aa.get("seconds_by_attack") or {}
+    out["autoattack_steps"] = [[k, _fmt(v), _fmt(sec.get(k), 3)] for k, v in by.items()]
+    checks = aa.get("checks") if isinstance(aa.get("checks"), dict) else {}
+    out["checks"] = [{"label": k.replace("_", " "), "state": "warn" if v else "ok",
+                      "title": "warning" if v else "passed"}
+                     for k, v in sorted(checks.items()) if isinstance(v, bool)]
+    out["check_messages"] = list(checks.get("messages") or [])
     return out
 
 

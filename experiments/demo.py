@@ -25,7 +25,7 @@ import time
 
 from absl import flags, logging
 
-from cnnvis_tf import recipes, rundir
+from cnnvis_tf import recipes, report, rundir
 from cnnvis_tf.vis import curves
 from experiments import common
 
@@ -88,6 +88,9 @@ def main(argv):
                     [f"--model_dirs={both}", "--names=conv2_fc500,conv2_fc500_bn", flag,
                      "--attack=fgsm", "--num_examples=1000"], dest, "results.json",
                     list(fp.values()))
+        _script("experiments.transfer", [f"--model_dirs={both}", "--names=conv2_fc500,"
+                "conv2_fc500_bn", "--attack=fgsm", "--eps=0.2", "--num_examples=500"],
+                os.path.join(out, "transfer"), "results.json", list(fp.values()))
         # AutoAttack on 64 images (reduced iterations/queries: ~1 min) and smoothing
         # certificates of a handful of images (Croce & Hein 2020; Cohen et al. 2019).
         for name, module, args, marker in (
@@ -104,6 +107,9 @@ def main(argv):
                  f"--adversarial={os.path.join(out, 'attacks', 'lbfgs', 'adversarial.npz')}"],
                 dest, rundir.CONFIG, [fp["no batch norm"]])
     rundir.write_json(os.path.join(out, "study.json"), summary)
+    # Last: the report of everything above (rebuilt when any of its inputs changed).
+    _script("experiments.report", [f"--run_dir={out}"], os.path.join(out, "report"),
+            report.REPORT_HTML, [report.inputs_fingerprint(out)])
     for label, m in results.items():
         print(f"{label:>14}: test/accuracy={m['test/accuracy']:.4f} params={m['params']:,} "
               f"train_seconds={m['train_seconds']:.1f}")
@@ -116,6 +122,7 @@ def main(argv):
         if os.path.exists(table):
             with open(table) as f:
                 print(f.read())
+    print(f"Report: {os.path.join(out, 'report', report.REPORT_HTML)} (and report.md)")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,12 @@ def study(mnist_run, tmp_path_factory):
     plots.plot_examples(os.path.join(out, "figures", "examples.png"), x, x_adv, y, pred_clean,
                         pred_adv, run.class_names, **box)
     rundir.write_json(os.path.join(out, "metrics.json"), {**metrics, "defense": "none"})
+    aa = shutil.copytree(out, os.path.join(d, "autoattack"))  # its report, one check failing
+    rundir.write_json(os.path.join(aa, "metrics.json"), {**metrics, "autoattack": {
+        "robust_accuracy_by_attack": {"apgd-ce": 0.5, "square": 0.25},
+        "seconds_by_attack": {"apgd-ce": 1.0, "square": 2.0},
+        "checks": {"square_stronger": True, "randomized": False,
+                   "messages": ["Square beat the white-box attacks"]}}})
 
     out = rundir.ensure_dir(os.path.join(d, "robustness_linf", "figures"))[:-len("/figures")]
     acc = evaluation.accuracy_vs_eps(run.model, x, y, list(EPS), **box)
@@ -112,7 +118,7 @@ def test_report_renders_in_chromium(built):
     page = browser.open_page(built["html"], screenshot=shot)
     assert page["severe"] == []
     figures = [f for f in re.findall(r'<img src="([^"]+)"', open(built["html"]).read())]
-    assert len(page["images"]) == len(figures) == 7  # 2 training, 1 attack, 1 robustness,
+    assert len(page["images"]) == len(figures) == 8  # 2 training, 2 attacks, 1 robustness,
     # 1 transfer, 2 visualizations
     assert all(i["src"].startswith("data:image/png;base64,") for i in page["images"])
     assert all(i["complete"] and i["width"] > 0 and i["height"] > 0 for i in page["images"])
@@ -154,7 +160,7 @@ def test_markdown_report(built, study):
                     "## Defenses", "## Configuration and versions", "## Not in this run"):
         assert heading + "\n" in text or heading + " " in text, heading
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
-    assert len(links) == 7 and not any(os.path.isabs(p) for p in links)
+    assert len(links) == 8 and not any(os.path.isabs(p) for p in links)
     assert all(os.path.isfile(os.path.join(built["dir"], p)) for p in links)
     assert "../attacks/fgsm/figures/examples.png" in links
     acc = study["metrics"]["adversarial_accuracy"]
@@ -164,6 +170,9 @@ def test_markdown_report(built, study):
     mine = next(line for line in text.splitlines() if line.startswith("| mnist |"))
     assert f"{100 * study['robust_acc'][0.3]:.2f}" in mine and "✓ monotonic" in mine
     assert report.VIS_DESCRIPTIONS["saliency"] in text
+    assert "| apgd-ce | 0.5 | 1 |" in text and "| square | 0.25 | 2 |" in text
+    assert "Evaluation checks: ✓ randomized, ✗ square stronger." in text
+    assert "- warning: Square beat the white-box attacks" in text
     assert "**attacks/pgd**: unfinished experiments.attack output" in text
     assert "**certified robustness**: none in this run directory" in text
     assert "tensorflow" in text and "| optimizer |" in text
