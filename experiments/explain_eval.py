@@ -13,8 +13,8 @@ randomization_maps}.png``, ``config.json`` and, last, ``results.json``.
 
 With ``--num_shards=K --shard_index=i`` the process scores only its part of the images
 into ``<output_dir>/shards/shard-<i>-of-<K>/per_image.npz`` (a finished shard is skipped
-when rerun); ``cnnvis_tf.vis.explain_report.concatenate`` and ``write`` join the parts into
-the files above.
+when rerun); ``python -m experiments.merge --output_dir=...`` (:func:`merge_shards`) joins
+the parts into the files above.
 """
 
 import os
@@ -169,14 +169,35 @@ def main(argv):
         common.finish_shard(folder, {"start": part.start, "stop": part.stop,
                                      "seconds": seconds})
         return
-    results = explain_report.write(out_dir, per_image, {
-        "seconds": seconds, "model_fingerprint": run.fingerprint, "params": params})
-    for name in names:
-        r = results["methods"][name]
+    _log(explain_report.write(out_dir, per_image, {
+        "seconds": seconds, "model_fingerprint": run.fingerprint, "params": params}))
+
+
+def _log(results):
+    for name, r in results["methods"].items():
         logging.info("%-22s deletion %.3f insertion %.3f mufidelity %.3f rho(top) %.3f "
                      "rho(all) %.3f", name, r["deletion_auc"]["mean"],
                      r["insertion_auc"]["mean"], r["mu_fidelity"]["mean"],
                      r["randomization_top"]["mean"], r["randomization_all"]["mean"])
+
+
+def merge_shards(out_dir, shards):
+    """``experiments.merge``: joins the finished shards (``[(folder, config, summary), ...]``
+    in order) into the files of the unsharded run (``seconds`` summed over the shards)."""
+    parts = [rundir.read_npz(os.path.join(folder, explain_report.PER_IMAGE),
+                             what="shard arrays") for folder, _, _ in shards]
+    rec = {**shards[0][1], "merged_shards": len(shards)}
+    for key in ("shard_index", "num_shards"):
+        rec.pop(key, None)
+    seconds = {}
+    for _, _, summary in shards:
+        for name, value in (summary.get("seconds") or {}).items():
+            seconds[name] = seconds.get(name, 0.0) + value
+    common.begin(out_dir, explain_report.RESULTS)
+    rundir.write_record(out_dir, rec)
+    fingerprint = next(iter((rec.get("models") or {None: None}).values()))
+    _log(explain_report.write(out_dir, explain_report.concatenate(parts), {
+        "seconds": seconds, "model_fingerprint": fingerprint, "params": rec.get("params")}))
 
 
 if __name__ == "__main__":

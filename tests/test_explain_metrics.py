@@ -239,10 +239,15 @@ DRIVER = textwrap.dedent("""
     from absl import flags, logging
     from experiments import explain_eval
     logging.set_verbosity(logging.INFO)
-    for argv in json.loads(sys.argv[1]):
+    from cnnvis_tf import rundir
+    argvs, merged = json.loads(sys.argv[1])
+    for argv in argvs:
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["explain_eval"] + argv)
         explain_eval.main([])
+    shards = [(f, rundir.read_json(f + "/config.json"), rundir.read_json(f + "/shard.json"))
+              for f in (merged + "/shards/shard-0-of-2", merged + "/shards/shard-1-of-2")]
+    explain_eval.merge_shards(merged, shards)
 """)
 
 
@@ -256,8 +261,8 @@ def test_explain_eval_writes_table_results_figures_and_shards(mnist_run, tmp_pat
         base + [f"--output_dir={sharded}", "--num_shards=2", f"--shard_index={i}"]
         for i in (0, 1)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(argvs)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps([argvs, str(sharded)])],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = ["saliency", "vargrad", "gradcam", "edge"]
     table = (full / "table.md").read_text()
@@ -279,13 +284,24 @@ def test_explain_eval_writes_table_results_figures_and_shards(mnist_run, tmp_pat
     parts = []
     for i in (0, 1):
         folder = sharded / "shards" / f"shard-{i}-of-2"
-        assert (folder / "shard.json").exists() and not (sharded / "results.json").exists()
+        assert (folder / "shard.json").exists()
         with np.load(folder / explain_report.PER_IMAGE) as data:
             parts.append({k: data[k] for k in data.files})
     joined = explain_report.concatenate(parts)
     assert sorted(joined) == sorted(whole) and list(joined["index"]) == [0, 1, 2, 3]
+    with np.load(sharded / explain_report.PER_IMAGE) as data:  # written by merge_shards
+        merged = {k: data[k] for k in data.files}
     for key, value in whole.items():
         if value.dtype.kind in "fi":
             assert np.allclose(joined[key], value, atol=1e-5), key
+            assert np.array_equal(merged[key], joined[key]), key
         else:
-            assert np.array_equal(joined[key], value), key
+            assert np.array_equal(joined[key], value) and np.array_equal(merged[key], value)
+    with open(sharded / "results.json") as f:
+        res_merged = json.load(f)
+    for name in names:
+        for key in ("deletion_auc", "mu_fidelity", "randomization_all", "random_logit"):
+            assert res_merged["methods"][name][key]["mean"] == pytest.approx(
+                res["methods"][name][key]["mean"], abs=1e-5)
+    assert (sharded / "table.md").read_text().count("\n") == table.count("\n")
+    assert os.path.getsize(sharded / "figures" / "randomization.png") > 5000
