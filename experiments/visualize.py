@@ -8,7 +8,8 @@ filters, activations, occlusion, saliency, smoothgrad, gradcam, gradcam_pp, scor
 integrated_gradients, guided_backprop, deconvnet, class_model, filter_max, inversion,
 deepdream, top_patches, tsne, pca, neighbors, loss_1d, loss_2d, adversarial_diff, gallery,
 filter_slices, neuron_gradient, grabcut, tsne_clusters, fooling, multifaceted, inversion_net,
-style_transfer, fast_style (or all).
+style_transfer, fast_style, layercam, rise, gradient_input, vargrad, pixel_occlusion
+(or all). ``experiments.explain_eval`` scores the attribution maps.
 """
 
 import os

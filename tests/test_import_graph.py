@@ -21,6 +21,7 @@ RANK = {
     "cnnvis_tf.training": 4,
     "cnnvis_tf.attacks": 5,
     "cnnvis_tf.vis": 6,
+    "cnnvis_tf.vis.metrics": 6,  # works on model functions: imports no other vis module
     "cnnvis_tf.defenses": 6,
     "cnnvis_tf.evaluation": 7,
     "cnnvis_tf.certify": 7,
