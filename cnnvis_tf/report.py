@@ -557,4 +557,5 @@ def write(report, out_dir):
         text = env.get_template(name).render(r=report, descriptions=VIS_DESCRIPTIONS)
         with rundir.atomic_open(path, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(path, 0o644)  # a report is for sharing (temp files are created 0600)
     return html_path, md_path

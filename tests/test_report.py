@@ -223,6 +223,7 @@ def test_script_writes_report_and_record(study, tmp_path):
     out = os.path.join(d, "report")
     assert os.path.getsize(os.path.join(out, "report.html")) > 10_000
     assert os.path.isfile(os.path.join(out, "report.md"))
+    assert os.stat(os.path.join(out, "report.html")).st_mode & 0o044 == 0o044  # shareable
     rec = json.load(open(os.path.join(out, "config.json")))
     assert rec["script"] == "experiments.report" and rec["argv"] == [f"--run_dir={d}"]
     assert rec["models"] == {d: report.inputs_fingerprint(d)}
