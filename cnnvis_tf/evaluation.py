@@ -11,12 +11,14 @@ direction once and applies the same step (:func:`~cnnvis_tf.attacks.fgm_step`,
 :func:`~cnnvis_tf.attacks.snr_step`) as the single attacks.
 """
 
-import keras
+import inspect
+
 import numpy as np
 import tensorflow as tf
 
 from cnnvis_tf.attacks import fgm_step, forward, get_attack, gradient_direction, snr_db, snr_step
 from cnnvis_tf.checks import check_labels, check_nonneg, invalid
+from cnnvis_tf.progress import Progress
 
 __all__ = [
     "DEFAULT_SNR_LEVELS",
@@ -58,16 +60,23 @@ def run_attack(attack, model_fn, x, y=None, *, batch_size=256, progress=False, *
     """Runs ``attack`` (a registry name or function) over ``x`` in batches.
 
     ``y`` holds labels, or target classes when ``targeted=True`` is in ``kwargs``;
-    ``progress`` shows a Keras progress bar.
+    ``progress`` prints ``k/N examples`` with elapsed time and ETA
+    (:class:`cnnvis_tf.progress.Progress`: redrawn on a terminal, plain lines elsewhere),
+    within a batch too for attacks that report their own progress (L-BFGS, CW, one-pixel).
     """
     fn = get_attack(attack) if isinstance(attack, str) else attack
     y = _labels(y, x)
-    bar = keras.utils.Progbar(len(x), unit_name="example") if progress else None
+    name = attack if isinstance(attack, str) else getattr(attack, "__name__", "attack")
+    bar = Progress(len(x), name, unit="examples") if progress else None
+    reports = bar is not None and kwargs.get("progress") is None and \
+        "progress" in inspect.signature(fn).parameters
     out = []
     for s in _batches(len(x), batch_size):
+        if reports:
+            kwargs["progress"] = bar.sub(s.start, s.stop - s.start)
         out.append(fn(model_fn, x[s], y=None if y is None else y[s], **kwargs))
         if bar is not None:
-            bar.add(s.stop - s.start)
+            bar.update(s.stop)
     return np.concatenate(out).astype(np.float32)
 
 

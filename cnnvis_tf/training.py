@@ -33,7 +33,7 @@ from absl import logging
 
 from cnnvis_tf import datasets as datasets_lib
 from cnnvis_tf import models as models_lib
-from cnnvis_tf import rundir
+from cnnvis_tf import rundir, tblog
 from cnnvis_tf.errors import InputError
 
 __all__ = [
@@ -509,7 +509,11 @@ def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, lea
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     logger = _RunLogger(run_dir, steps_per_epoch, prev_seconds)
-    tensorboard = keras.callbacks.TensorBoard(os.path.join(run_dir, rundir.TENSORBOARD))
+    # Per-step scalars, weight histograms and hparams (once per run; resumes continue).
+    tensorboard = tblog.TrainLogger(
+        os.path.join(run_dir, rundir.TENSORBOARD), run_dir, steps_per_epoch,
+        {k: v for k, v in full.items() if k not in RESUMABLE_KEYS}, every=STEP_LOG_EVERY)
+    tensorboard.begin(epochs_done, model)
     for epoch in range(epochs_done, epochs):
         train_ds = _epoch_dataset(data.x_train, data.y_train, batch_size, seed, epoch,
                                   augment, data.hflip, replicas)
@@ -538,5 +542,6 @@ def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, lea
     tmp = os.path.join(run_dir, "model.tmp.keras")
     classifier.save(tmp)
     os.replace(tmp, os.path.join(run_dir, rundir.MODEL))
+    tensorboard.final(metrics, metrics["epochs"])
     rundir.write_json(os.path.join(run_dir, rundir.METRICS), metrics)  # completion marker
     return classifier, metrics

@@ -2,6 +2,7 @@
 no output directory made for a command that cannot run."""
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -113,11 +114,21 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
                           text=True, timeout=300,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert proc.returncode == 130, proc.stderr[-2000:]
-    assert "interrupted: rerun the same command to resume" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # One line, naming the exact command to rerun.
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("interrupted:")]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    head = "interrupted: rerun the same command to resume where it stopped: "
+    assert lines[0].startswith(head)
+    command = shlex.split(lines[0][len(head):])
+    args = ["--embedded", "--train_size=200", "--epochs=2", "--batch_size=50",
+            f"--output_dir={out}"]
+    assert command[0] in ("python", sys.executable)
+    assert command[1:] == ["-m", "experiments.train", *args]
     state = rundir.read_json(os.path.join(out, rundir.CHECKPOINTS, "state.json"))
     assert state["epochs_done"] == 1
-    proc = run_script("experiments.train", "--embedded", "--train_size=200", "--epochs=2",
-                      "--batch_size=50", f"--output_dir={out}")
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Resuming" in proc.stderr
     assert rundir.read_json(os.path.join(out, rundir.METRICS))["epochs"] == 2

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnnvis_tf.attacks._common import check_positive_int, finish, prepare
+from cnnvis_tf.progress import check_progress
 
 __all__ = ["carlini_wagner_l2", "cw_l2"]
 
@@ -75,6 +76,7 @@ def carlini_wagner_l2(
     clip_min=0.0,
     clip_max=1.0,
     from_probabilities=False,
+    progress=None,
 ):
     """Minimal-L2 adversarial examples by optimization in tanh space.
 
@@ -100,6 +102,8 @@ def carlini_wagner_l2(
       clip_min: lower bound of the input space.
       clip_max: upper bound of the input space.
       from_probabilities: ``model_fn`` outputs softmax probabilities instead of logits.
+      progress: optional ``progress(done, total)`` called after each round of the search
+        on ``c`` of each batch (``total`` = batches x rounds); None is quiet.
 
     Returns:
       float32 numpy array; the smallest successful example found for each input, or the
@@ -114,6 +118,7 @@ def carlini_wagner_l2(
     binary_search_steps = check_positive_int("binary_search_steps", binary_search_steps)
     max_iterations = check_positive_int("max_iterations", max_iterations)
     batch_size = check_positive_int("batch_size", batch_size)
+    progress = check_progress(progress)
     model_fn, x, y, logits = prepare(
         model_fn, x, y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
         from_probabilities=from_probabilities, confidence=confidence,
@@ -122,18 +127,23 @@ def carlini_wagner_l2(
     step = _make_step(model_fn, float(learning_rate), float(confidence), bool(targeted))
     num_classes = logits.shape[1]
     out = []
-    for start in range(0, x.shape[0], batch_size):
+    starts = range(0, x.shape[0], batch_size)
+    total = len(starts) * binary_search_steps
+    for b, start in enumerate(starts):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         out.append(
             _attack_batch(
                 step, xb, tf.one_hot(yb, num_classes), float(clip_min), float(clip_max),
                 binary_search_steps, max_iterations, float(initial_const), abort_early,
+                (progress, b * binary_search_steps, total),
             )
         )
     return finish(np.concatenate(out), clip_min, clip_max)
 
 
-def _attack_batch(step, x, onehot, lo, hi, search_steps, max_iter, c0, abort_early):
+def _attack_batch(step, x, onehot, lo, hi, search_steps, max_iter, c0, abort_early,
+                  report=(None, 0, 0)):
+    """One batch; ``report = (progress, rounds done before, total rounds)``."""
     n = x.shape[0]
     span = max(hi - lo, 1e-12)
     w0 = tf.atanh(tf.clip_by_value((x - lo) / span * 2.0 - 1.0, -1.0, 1.0) * 0.999999)
@@ -141,7 +151,7 @@ def _attack_batch(step, x, onehot, lo, hi, search_steps, max_iter, c0, abort_ear
     const = np.full(n, c0)
     best_l2, best = np.full(n, np.inf), x.numpy().copy()
     lo_t, hi_t = tf.constant(lo, tf.float32), tf.constant(hi, tf.float32)
-    for _ in range(search_steps):
+    for round_ in range(search_steps):
         w, m, v = w0, tf.zeros_like(w0), tf.zeros_like(w0)
         c_t = tf.constant(const, tf.float32)
         round_hit = np.zeros(n, bool)
@@ -162,6 +172,8 @@ def _attack_batch(step, x, onehot, lo, hi, search_steps, max_iter, c0, abort_ear
         upper = np.where(round_hit, np.minimum(upper, const), upper)
         lower = np.where(round_hit, lower, np.maximum(lower, const))
         const = np.where(upper < _BIG, (lower + upper) / 2.0, const * 10.0)
+        if report[0] is not None:
+            report[0](report[1] + round_ + 1, report[2])
     return best
 
 

@@ -19,6 +19,7 @@ from cnnvis_tf.attacks._common import (
     invalid,
     prepare,
 )
+from cnnvis_tf.progress import check_progress
 
 __all__ = ["lbfgs"]
 
@@ -59,6 +60,7 @@ def lbfgs(
     clip_min=0.0,
     clip_max=1.0,
     from_probabilities=False,
+    progress=None,
 ):
     """Targeted attack minimizing ``c * ||delta||_2^2 + CE(x + delta, target)`` in the box.
 
@@ -78,6 +80,8 @@ def lbfgs(
       clip_min: lower bound of the input space.
       clip_max: upper bound of the input space.
       from_probabilities: ``model_fn`` outputs softmax probabilities instead of logits.
+      progress: optional ``progress(done, total)`` called after each round of the search
+        on ``c`` (the batch is one problem, so rounds are its unit of work); None is quiet.
 
     Returns:
       float32 numpy array: the smallest successful example per input, or, where no round
@@ -97,6 +101,7 @@ def lbfgs(
     max_iterations = check_positive_int("max_iterations", max_iterations)
     if check_nonneg("initial_const", initial_const) == 0:
         raise invalid("initial_const", "a number > 0", initial_const)
+    progress = check_progress(progress)
     model_fn, x, y, _ = prepare(
         model_fn, x, y=y, targeted=True, clip_min=clip_min, clip_max=clip_max,
         from_probabilities=from_probabilities,
@@ -112,7 +117,7 @@ def lbfgs(
     best_l2, best = np.full(n, np.inf), x.numpy().copy()
     fallback_c = np.full(n, np.inf)
     target = y.numpy()
-    for _ in range(binary_search_steps):
+    for round_ in range(binary_search_steps):
         c_t = tf.constant(const, tf.float32)
         with threadpool_limits(limits=1, user_api="blas"):  # see the module docstring
             res = scipy.optimize.minimize(
@@ -134,4 +139,6 @@ def lbfgs(
             np.where(np.isfinite(upper), (lower + upper) / 2.0, const * 10.0),
             np.where(lower > 0, (lower + upper) / 2.0, const / 10.0),
         )
+        if progress is not None:
+            progress(round_ + 1, binary_search_steps)
     return finish(best, clip_min, clip_max)

@@ -5,6 +5,7 @@ import scipy.optimize
 import tensorflow as tf
 
 from cnnvis_tf.attacks._common import check_positive_int, check_seed, finish, invalid, prepare
+from cnnvis_tf.progress import check_progress
 
 __all__ = ["one_pixel"]
 
@@ -34,6 +35,7 @@ def one_pixel(
     clip_min=0.0,
     clip_max=1.0,
     from_probabilities=False,
+    progress=None,
 ):
     """Changes ``pixels`` pixels per image, found by differential evolution.
 
@@ -54,6 +56,8 @@ def one_pixel(
       clip_min: lower bound of the input space.
       clip_max: upper bound of the input space.
       from_probabilities: ``model_fn`` outputs softmax probabilities instead of logits.
+      progress: optional ``progress(done, total)`` called after each image (e.g. a
+        :class:`cnnvis_tf.progress.Progress`); None is quiet.
 
     Returns:
       float32 numpy array; unfooled images carry the best candidate found.
@@ -69,6 +73,7 @@ def one_pixel(
     maxiter = check_positive_int("maxiter", maxiter)
     popsize = check_positive_int("popsize", popsize)
     seed = check_seed(seed)
+    progress = check_progress(progress)
     model_fn, x, y, _ = prepare(
         model_fn, x, y=y, targeted=targeted, clip_min=clip_min, clip_max=clip_max,
         from_probabilities=from_probabilities,
@@ -100,4 +105,6 @@ def one_pixel(
             callback=lambda xk, convergence=None: fooled(xk), init="random", tol=-1,
         )
         out[i] = _apply(x0[i], res.x[None], pixels, clip_min, clip_max)[0]
+        if progress is not None:
+            progress(i + 1, len(x0))
     return finish(out, clip_min, clip_max)
