@@ -27,6 +27,20 @@ from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import _model
 
 REGULARIZATIONS = ("none", "l2", "yosinski")
+SPATIAL = ("mean", "center")
+
+
+class UnitScore:
+    """Score of one unit per image: ``output[i, row, col, indices[i]]`` at the centre of
+    the feature map (Yosinski et al. 2015 visualize single conv units this way: the image
+    then shows the unit's preferred pattern inside its receptive field)."""
+
+    def __init__(self, indices):
+        self.indices = tf.constant(np.asarray(indices, "int64"))
+
+    def __call__(self, output):
+        v = output[:, output.shape[1] // 2, output.shape[2] // 2, :]
+        return tf.gather(v, self.indices, axis=1, batch_dims=1)
 
 
 class L2Prior(Regularizer):
@@ -148,21 +162,31 @@ class ActivationMaximization(_model.Visualizer):
       model: any Keras classifier.
       layer: ``None`` for class-model visualization; a layer name for filter maximization.
       clip_min, clip_max: the model's input range.
+      spatial: for a conv ``layer``, ``"mean"`` maximizes the filter's mean activation
+        over the map, ``"center"`` the single unit at its centre (Yosinski et al.).
     """
 
-    def __init__(self, model, layer=None, clip_min=0.0, clip_max=1.0):
+    def __init__(self, model, layer=None, clip_min=0.0, clip_max=1.0, spatial="mean"):
+        if spatial not in SPATIAL:
+            raise InputError(f"Unknown spatial={spatial!r}. Choose one of: "
+                             f"{', '.join(SPATIAL)}.")
         super().__init__(model, layer, clip_min=clip_min, clip_max=clip_max)
         r = self.resolved
         self.target = r.keras_model() if layer is None else r.keras_model([layer], logits=False)
         self.num_units = (r.num_classes if layer is None else int(r.shapes[layer][-1]))
+        self.spatial = "center" if spatial == "center" and layer is not None and len(
+            r.shapes[layer]) == 3 else "mean"
         self._vis = _TkvAM(self.target, clone=False)
+
+    def _score(self, indices):
+        return UnitScore(indices) if self.spatial == "center" else CategoricalScore(indices)
 
     def objective(self, images, indices):
         """The unregularized objective per image: the logit or mean filter activation."""
         x = self.images(images, "images")
         idx = check_labels(np.atleast_1d(np.asarray(indices)), len(x), self.num_units,
                            name="indices")
-        return CategoricalScore(idx.tolist())(self.target(x, training=False)).numpy()
+        return np.asarray(self._score(idx.tolist())(self.target(x, training=False)))
 
     def _indices(self, indices):
         idx = np.atleast_1d(np.asarray(indices))
@@ -196,7 +220,7 @@ class ActivationMaximization(_model.Visualizer):
         rng = np.random.default_rng(seed)
         shape = (len(indices),) + tuple(self.resolved.input_shape)
         seed_input = (mid + 0.05 * (self.clip_max - self.clip_min) * rng.standard_normal(shape))
-        score = CategoricalScore(indices)
+        score = self._score(indices)
         jit = Jitter(jitter, seed)
         mods = [jit] if jitter else []
         regs = [TotalVariation2D(tv_weight)] if tv_weight else []

@@ -24,6 +24,8 @@ class OcclusionResult:
       predicted: (rows*cols,) class predicted with the patch at each position.
       base_prob: probability of the true class without occlusion.
       label: the true class used.
+      pixel_map: (H, W) the true-class probability at image resolution: each pixel holds
+        the mean over the patch positions covering it (``base_prob`` where none does).
     """
 
     heatmap: np.ndarray
@@ -32,6 +34,7 @@ class OcclusionResult:
     predicted: np.ndarray
     base_prob: float
     label: int
+    pixel_map: np.ndarray = None
 
     def table(self):
         """Rows ``{"row", "col", "true_class_prob", "predicted_class"}`` per position."""
@@ -50,6 +53,18 @@ def _starts(size, patch, stride):
     if starts[-1] != size - patch:
         starts.append(size - patch)
     return starts
+
+
+def pixel_map(positions, values, shape, patch, default):
+    """Upsamples per-position values to the image: each pixel of ``shape`` (H, W) gets the
+    mean of ``values`` over the ``patch``-sized squares at ``positions`` covering it, and
+    ``default`` where no square does (the patch geometry of Zeiler & Fergus' maps)."""
+    total = np.zeros(shape, "float64")
+    count = np.zeros(shape, "float64")
+    for (r, c), v in zip(positions, values):
+        total[r : r + patch, c : c + patch] += v
+        count[r : r + patch, c : c + patch] += 1
+    return np.where(count > 0, total / np.maximum(count, 1), default).astype("float32")
 
 
 def occlude(x, positions, patch, fill):
@@ -128,4 +143,5 @@ class Occlusion(_model.Visualizer):
             predicted=probs.argmax(axis=-1),
             base_prob=float(base[label]),
             label=label,
+            pixel_map=pixel_map(positions, true_prob, (h, w), patch, float(base[label])),
         )

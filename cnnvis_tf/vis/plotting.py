@@ -1,8 +1,13 @@
 """Figures for every visualization (the only module that imports matplotlib; Agg backend).
 
 Every function takes numbers computed elsewhere and returns a ``matplotlib`` figure;
-:func:`save` writes and closes it.
+:func:`save` writes and closes it in the format chosen by :func:`set_figure_format`
+(``--figure_format`` of the scripts). Colour maps are perceptually uniform (viridis/magma
+for magnitudes, RdBu_r centred at 0 for signed maps) and colour bars are opaque.
 """
+
+import os
+import textwrap
 
 import matplotlib
 
@@ -10,12 +15,85 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import cm, colors  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from cnnvis_tf.errors import InputError  # noqa: E402
+
+FIGURE_FORMATS = ("png", "pdf", "svg")
+SIGNED_CMAP = "RdBu_r"  # diverging, centred at 0
+MAGNITUDE_CMAP = "magma"
+_SETTINGS = {"format": "png", "dpi": 150}
 
 
-def save(fig, path):
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+def set_figure_format(fmt: str) -> None:
+    """Makes :func:`save` write ``fmt`` files (png, pdf or svg) from now on."""
+    fmt = str(fmt).lower().lstrip(".")
+    if fmt not in FIGURE_FORMATS:
+        raise InputError(f"--figure_format={fmt!r} is not supported; choose one of "
+                         f"{', '.join(FIGURE_FORMATS)}.")
+    _SETTINGS["format"] = fmt
+
+
+def figure_format() -> str:
+    """The format :func:`save` writes (``png`` unless :func:`set_figure_format` changed it)."""
+    return _SETTINGS["format"]
+
+
+def figure_path(path: str, fmt: str | None = None) -> str:
+    """``path`` with the extension of ``fmt`` (default: the current figure format)."""
+    return f"{os.path.splitext(path)[0]}.{fmt or figure_format()}"
+
+
+def save(fig, path: str, fmt: str | None = None) -> str:
+    """Writes ``fig`` to ``path`` with its extension replaced by the figure format (or
+    ``fmt``), closes it and returns the path written."""
+    if fmt is not None and fmt not in FIGURE_FORMATS:
+        raise InputError(f"figure format {fmt!r} is not supported; choose one of "
+                         f"{', '.join(FIGURE_FORMATS)}.")
+    path = figure_path(path, fmt)
+    fig.savefig(path, dpi=_SETTINGS["dpi"], bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """(rows, cols) of a near-square grid for ``n`` panels: an exact rows x cols with
+    cols <= 2 rows when there is one (32 -> 4x8, 64 -> 8x8), else ceil(sqrt(n)) columns."""
+    n = max(1, int(n))
+    best = None
+    for r in range(1, int(np.sqrt(n)) + 1):
+        if n % r == 0 and n // r <= 2 * r:
+            best = (r, n // r)
+    if best:
+        return best
+    cols = int(np.ceil(np.sqrt(n)))
+    return int(np.ceil(n / cols)), cols
+
+
+def _colorbar(fig, mappable, ax, label, **kwargs):
+    """An opaque colour bar for ``mappable`` (also when the image is drawn translucent)."""
+    sm = cm.ScalarMappable(norm=mappable.norm, cmap=mappable.cmap)
+    return fig.colorbar(sm, ax=ax, label=label, **kwargs)
+
+
+def _wrap(text, width=14):
+    """Long labels (class names) wrapped so neighbouring panel titles do not overlap."""
+    return "\n".join(textwrap.wrap(str(text), width, break_long_words=True)) or str(text)
+
+
+def _name(class_names, k):
+    k = int(k)
+    return str(class_names[k]) if class_names is not None and 0 <= k < len(class_names) \
+        else str(k)
+
+
+def _legend_outside(ax, handles=None, labels=None, **kwargs):
+    """Legend to the right of the axes (never over the data)."""
+    args = () if handles is None else (handles, labels)
+    return ax.legend(*args, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                     **{"fontsize": 8, **kwargs})
 
 
 def _img(img, lo=0.0, hi=1.0):
@@ -32,10 +110,10 @@ def _show(ax, img, title=None, lo=0.0, hi=1.0):
         ax.set_title(title, fontsize=8)
 
 
-def _grid(n, cols):
+def _grid(n, cols, panel=1.3):
     cols = max(1, min(cols, n))
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1, 1.3 * rows + 0.6),
+    fig, axes = plt.subplots(rows, cols, figsize=(panel * cols + 1, panel * rows + 0.6),
                              squeeze=False)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
@@ -43,30 +121,48 @@ def _grid(n, cols):
 
 
 def filters(kernel, rgb, layer):
-    """First layer: one image per filter (min-max scaled). Deeper: kernel slices, rows =
-    filters, columns = input channels, one diverging colour scale with a colour bar."""
+    """First layer: one image per filter in a near-square grid (single-channel filters on
+    one signed scale with a colour bar, colour filters min-max scaled each). Deeper: kernel
+    slices, rows = filters, columns = input channels, one signed scale with a colour bar."""
     kh, kw, cin, cout = kernel.shape
+    m = float(np.abs(kernel).max()) or 1.0
     if rgb:
-        fig, axes = _grid(cout, 8)
-        for f in range(cout):
+        rows, cols = grid_shape(cout)
+        fig, axes = plt.subplots(rows, cols, figsize=(0.8 * cols + 1.4, 0.8 * rows + 0.7),
+                                 squeeze=False, layout="constrained")
+        im = None
+        for f, ax in enumerate(axes.ravel()):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if f >= cout:
+                ax.axis("off")
+                continue
             k = kernel[..., f]
-            _show(axes[f], (k - k.min()) / (np.ptp(k) or 1.0), f"filter {f}")
-        fig.suptitle(f"{layer}: {cout} filters ({kh}x{kw}x{cin}), min-max scaled")
+            if cin == 1:
+                im = ax.imshow(k[..., 0], cmap=SIGNED_CMAP, vmin=-m, vmax=m)
+            else:
+                ax.imshow((k - k.min()) / (np.ptp(k) or 1.0), interpolation="nearest")
+            ax.set_title(str(f), fontsize=7, pad=2)
+        if im is not None:
+            _colorbar(fig, im, axes.ravel().tolist(), "weight", shrink=0.7)
+        how = "one signed scale" if cin == 1 else "each min-max scaled"
+        fig.suptitle(f"{layer}: {cout} filters ({kh}x{kw}x{cin}, {rows}x{cols} grid), {how}",
+                     fontsize=10)
         return fig
     cout = min(cout, 16)
-    fig, axes = plt.subplots(cout, cin, figsize=(1.0 * cin + 1.5, 1.0 * cout + 0.6),
-                             squeeze=False)
-    m = float(np.abs(kernel).max()) or 1.0
+    fig, axes = plt.subplots(cout, cin, figsize=(0.8 * cin + 1.6, 0.8 * cout + 0.7),
+                             squeeze=False, layout="constrained")
     for f in range(cout):
         for c in range(cin):
-            im = axes[f, c].imshow(kernel[:, :, c, f], cmap="bwr", vmin=-m, vmax=m)
+            im = axes[f, c].imshow(kernel[:, :, c, f], cmap=SIGNED_CMAP, vmin=-m, vmax=m)
             axes[f, c].set_xticks([])
             axes[f, c].set_yticks([])
             if f == 0:
                 axes[f, c].set_title(f"in {c}", fontsize=7)
         axes[f, 0].set_ylabel(f"out {f}", fontsize=7)
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="weight")
-    fig.suptitle(f"{layer}: kernel slices (rows: filters, columns: input channels)")
+    _colorbar(fig, im, axes.ravel().tolist(), "weight", shrink=0.6)
+    fig.suptitle(f"{layer}: kernel slices (rows: filters, columns: input channels)",
+                 fontsize=10)
     return fig
 
 
@@ -86,75 +182,104 @@ def activations(image, maps, title="", max_channels=16):
             if c - 1 < a.shape[-1]:
                 im = axes[r, c].imshow(a[..., c - 1], cmap="viridis", vmin=0, vmax=vmax)
                 axes[r, c].set_title(f"ch {c - 1}", fontsize=7)
-        fig.colorbar(im, ax=axes[r].tolist(), shrink=0.8, label="activation")
+        _colorbar(fig, im, axes[r].tolist(), "activation", shrink=0.8)
     fig.suptitle(title or "Activation maps")
     return fig
 
 
-def occlusion(image, result, patch, class_names):
-    """Image with the patch grid, heat map of the true-class probability, and the table."""
-    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=(12, 4), layout="constrained",
-                                     gridspec_kw={"width_ratios": [1, 1.2, 1.4]})
-    name = class_names[result.label] if class_names else str(result.label)
-    _show(a0, image, f"input (true class: {name}, p={result.base_prob:.3f})")
-    for r, c in result.positions:
-        a0.add_patch(plt.Rectangle((c - 0.5, r - 0.5), patch, patch, fill=False, lw=0.6,
-                                   ec="tab:red", alpha=0.6))
-    im = a1.imshow(result.heatmap, cmap="magma", vmin=0, vmax=1)
-    a1.set_title("P(true class), patch at each position", fontsize=9)
-    nr, nc = result.heatmap.shape
-    cols, rows = sorted(set(result.positions[:, 1])), sorted(set(result.positions[:, 0]))
-    a1.set_xticks(range(nc), [str(c) for c in cols])
-    a1.set_yticks(range(nr), [str(r) for r in rows])
-    a1.set_xlabel("patch left column (pixels)")
-    a1.set_ylabel("patch top row (pixels)")
-    fig.colorbar(im, ax=a1, label="probability")
-    a2.axis("off")
-    rows = result.table()[:24]
-    cells = [[f"({t['row']},{t['col']})", f"{t['true_class_prob']:.3f}",
-              class_names[t["predicted_class"]] if class_names else t["predicted_class"]]
-             for t in rows]
-    tab = a2.table(cellText=cells, colLabels=["patch (row,col)", "P(true)", "predicted"],
-                   loc="center")
-    tab.auto_set_font_size(False)
-    tab.set_fontsize(7)
-    a2.set_title("positions (first 24)" if len(result.true_prob) > 24 else "positions")
+def _gray(img, lo, hi):
+    g = _img(img, lo, hi)
+    return g.mean(axis=-1) if g.ndim == 3 else g
+
+
+def occlusion(image, result, patch, class_names, stride=None, fill=None, lo=0.0, hi=1.0):
+    """Occlusion sensitivity (Zeiler & Fergus 2014, Fig. 7) in three panels: the input with
+    the patch geometry (first patch solid, the next one a stride away dashed), the
+    true-class probability map at image resolution (each pixel: the mean over the patches
+    covering it, ``result.pixel_map``) with the image's outline in cyan, and the image
+    occluded at the most damaging position with its prediction."""
+    h, w = image.shape[:2]
+    pmap = getattr(result, "pixel_map", None)
+    if pmap is None:  # no pixel map: each patch position's value spread over its patch
+        pmap = np.full((h, w), np.nan, "float32")
+        for (r, c), p in zip(result.positions, result.true_prob):
+            pmap[r:r + patch, c:c + patch] = p
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=(11.5, 4.2), layout="constrained")
+    name = _wrap(_name(class_names, result.label), 24)
+    geometry = f"patch {patch}x{patch}px" + (f", stride {stride}px" if stride else "")
+    _show(a0, image, f"input: {name} (P={result.base_prob:.3f})\n{geometry}, "
+          f"{len(result.positions)} positions", lo, hi)
+    a0.title.set_fontsize(9)
+    a0.add_patch(plt.Rectangle((-0.5, -0.5), patch, patch, fill=False, lw=1.8, ec="tab:red"))
+    nxt = [c for r, c in result.positions if r == 0 and c > 0]
+    if nxt and patch:
+        a0.add_patch(plt.Rectangle((min(nxt) - 0.5, -0.5), patch, patch, fill=False, lw=1.4,
+                                   ec="tab:orange", ls="--"))
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+    im = a1.imshow(pmap, cmap=MAGNITUDE_CMAP, vmin=0, vmax=1, extent=extent,
+                   interpolation="nearest")
+    gray = _gray(image, lo, hi)  # the image as contours: the map keeps its true colours
+    if np.ptp(gray) > 0:
+        a1.contour(np.arange(w), np.arange(h), gray, levels=[0.5 * (gray.min() + gray.max())],
+                   colors="cyan", linewidths=1.2)
+    a1.set_xticks([])
+    a1.set_yticks([])
+    a1.set_title(f"P({name}) with the pixel occluded (mean over\nthe patches covering it; "
+                 "cyan: image outline)",
+                 fontsize=9)
+    _colorbar(fig, im, a1, f"P(true class), unoccluded {result.base_prob:.2f}", shrink=0.85)
+    k = int(np.argmin(result.true_prob))
+    r, c = (int(v) for v in result.positions[k])
+    worst = np.array(image, dtype="float32", copy=True)
+    worst[r:r + patch, c:c + patch] = 0.5 * (lo + hi) if fill is None else fill
+    pred = _wrap(_name(class_names, result.predicted[k]), 24)
+    _show(a2, worst, f"most damaging patch at ({r},{c}):\nP({name})={result.true_prob[k]:.3f}, "
+          f"predicted {pred}", lo, hi)
+    a2.title.set_fontsize(9)
+    a2.add_patch(plt.Rectangle((c - 0.5, r - 0.5), patch, patch, fill=False, lw=1.8,
+                               ec="tab:red"))
+    fig.suptitle("Occlusion sensitivity (Zeiler & Fergus 2014)", fontsize=11)
     return fig
 
 
 def attribution(image, maps, title, label="attribution", signed=False, overlay=False):
-    """The image, then one map per row of ``maps`` (N=1 shown), with a colour bar."""
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(7, 3.4), layout="constrained")
+    """The image, then one map per row of ``maps`` (N=1 shown), with an opaque colour bar:
+    signed maps on a diverging scale centred at 0, magnitudes in magma (over the image in
+    gray when ``overlay``)."""
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(7.4, 3.6), layout="constrained")
     _show(a0, image, "input")
     m = np.asarray(maps, dtype="float32")
     if signed:
         m = m.sum(axis=-1) if m.ndim == 3 else m
         v = float(np.abs(m).max()) or 1.0
-        im = a1.imshow(m, cmap="bwr", vmin=-v, vmax=v)
+        im = a1.imshow(m, cmap=SIGNED_CMAP, vmin=-v, vmax=v)
     else:
         if overlay:
-            a1.imshow(_img(image), cmap="gray", vmin=0, vmax=1)
-        im = a1.imshow(m, cmap="jet" if overlay else "hot", alpha=0.5 if overlay else 1.0)
+            a1.imshow(_gray(image, 0.0, 1.0), cmap="gray", vmin=0, vmax=1)
+        im = a1.imshow(m, cmap=MAGNITUDE_CMAP, alpha=0.55 if overlay else 1.0)
     a1.set_xticks([])
     a1.set_yticks([])
     a1.set_title(label, fontsize=9)
-    fig.colorbar(im, ax=a1, label=label)
+    _colorbar(fig, im, a1, label)
     fig.suptitle(title)
     return fig
 
 
-def images(imgs, titles, title, cols=8, lo=0.0, hi=1.0):
-    """A grid of images in the model's input range, each titled."""
-    fig, axes = _grid(len(imgs), cols)
+def images(imgs, titles, title, cols=8, lo=0.0, hi=1.0, panel=1.3):
+    """A grid of images in the model's input range, each titled; ``panel``: inches per
+    image (larger for figures that must be read, e.g. DeepDream, class models)."""
+    fig, axes = _grid(len(imgs), cols, panel)
     for ax, img, t in zip(axes, imgs, titles):
         _show(ax, np.nan_to_num(img, nan=lo), t, lo, hi)
+        if panel >= 2:
+            ax.title.set_fontsize(10)
     fig.suptitle(title)
     return fig
 
 
 def curve(x, ys, xlabel, ylabel, title, vlines=()):
     """Line plot of several named series ``ys`` = {label: values} against ``x``."""
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
     for name, y in ys.items():
         ax.plot(x, y, marker=".", label=name)
     for v in vlines:
@@ -163,7 +288,31 @@ def curve(x, ys, xlabel, ylabel, title, vlines=()):
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    _legend_outside(ax)
+    return fig
+
+
+def loss_accuracy(x, loss, accuracy, xlabel, title, vlines=()):
+    """Loss (left axis) and accuracy in % (right axis) against ``x`` on twin y axes, each
+    axis coloured like its line (Goodfellow et al. 2015's 1-D interpolation plots)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    c0, c1 = "tab:blue", "tab:orange"
+    (l0,) = ax.plot(x, loss, "o-", ms=3, color=c0, label="loss")
+    ax.set_ylabel("cross-entropy loss", color=c0)
+    ax.tick_params(axis="y", colors=c0)
+    tw = ax.twinx()
+    (l1,) = tw.plot(x, 100 * np.asarray(accuracy, "float64"), "s--", ms=3, color=c1,
+                    label="accuracy")
+    tw.set_ylabel("accuracy (%)", color=c1)
+    tw.tick_params(axis="y", colors=c1)
+    tw.set_ylim(-2, 102)
+    for v in vlines:
+        ax.axvline(v, color="gray", ls=":", lw=1)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.legend([l0, l1], ["loss (left axis)", "accuracy (right axis)"],
+               loc="outside lower center", ncol=2, fontsize=8)
     return fig
 
 
@@ -181,30 +330,66 @@ def series(lines, xlabel, ylabel, title):
 
 
 def loss_2d(a, b, loss, title):
-    """Filled contour of the loss surface with a colour bar; the trained model at (0, 0)."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    cs = ax.contourf(a, b, loss, levels=20, cmap="viridis")
-    ax.contour(a, b, loss, levels=20, colors="k", linewidths=0.3)
-    ax.plot([0], [0], "r*", ms=10, label="trained weights")
-    fig.colorbar(cs, ax=ax, label="cross-entropy loss")
+    """Filled contour of the loss surface with a colour bar; the trained model at (0, 0).
+    Levels are log-spaced when the loss spans more than 20x; at most 5 ticks per axis."""
+    fig, ax = plt.subplots(figsize=(6.0, 5.0), layout="constrained")
+    loss = np.asarray(loss, "float64")
+    finite = loss[np.isfinite(loss)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    hi = hi if hi > lo else lo + 1.0
+    norm = None
+    if lo > 0 and hi / lo > 20:
+        levels, norm = np.geomspace(lo, hi, 21), colors.LogNorm(lo, hi)
+    else:
+        levels = np.linspace(lo, hi, 21)
+    cs = ax.contourf(a, b, loss, levels=levels, cmap="viridis", norm=norm, extend="neither")
+    ax.contour(a, b, loss, levels=levels, colors="k", linewidths=0.3, alpha=0.6)
+    ax.plot([0], [0], "*", color="tab:red", mec="w", ms=13)
+    ax.annotate("trained weights", (0, 0), xytext=(8, 8), textcoords="offset points",
+                color="w", fontsize=9, weight="bold")
+    cb = fig.colorbar(cs, ax=ax, label="cross-entropy loss" + (" (log scale)" if norm else ""))
+    if norm is None:
+        cb.locator = MaxNLocator(6)
+        cb.update_ticks()
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(5))
+    ax.tick_params(labelsize=9)
+    ax.set_aspect("equal")
     ax.set_xlabel("direction 1 (filter-normalized)")
     ax.set_ylabel("direction 2 (filter-normalized)")
-    ax.set_title(title)
-    ax.legend(loc="upper right")
+    ax.set_title(title, fontsize=10)
     return fig
 
 
+def class_styles(num_classes: int) -> list:
+    """(colour, marker) per class: tab10 up to 10 classes, tab20 up to 20, beyond that
+    tab20's colours combined with markers (distinct pairs for up to 160 classes)."""
+    markers = "osD^vPX*"
+    if num_classes <= 10:
+        cmap = plt.get_cmap("tab10")
+        return [(cmap(i), "o") for i in range(num_classes)]
+    cmap = plt.get_cmap("tab20")
+    return [(cmap(i % 20), markers[(i // 20) % len(markers)]) for i in range(num_classes)]
+
+
 def embedding(points, labels, class_names, title, xlabel="dim 1", ylabel="dim 2"):
-    """Scatter of 2-D points coloured by class, with a legend."""
-    fig, ax = plt.subplots(figsize=(6, 5))
-    for k in np.unique(labels):
+    """Scatter of 2-D points coloured by class (:func:`class_styles`), legend outside."""
+    labels = np.asarray(labels).astype("int64").ravel()
+    classes = np.unique(labels)
+    total = max(len(class_names) if class_names else 0, int(classes.max()) + 1)
+    styles = class_styles(total)
+    ncol = max(1, int(np.ceil(len(classes) / 20)))
+    fig, ax = plt.subplots(figsize=(6.0 + 1.3 * ncol, 5.0), layout="constrained")
+    for k in classes:
         sel = labels == k
-        name = class_names[k] if class_names and k < len(class_names) else str(k)
-        ax.scatter(points[sel, 0], points[sel, 1], s=8, label=name, alpha=0.8)
+        color, marker = styles[k]
+        ax.scatter(points[sel, 0], points[sel, 1], s=10, color=color, marker=marker,
+                   label=_wrap(_name(class_names, k), 18), alpha=0.8, linewidths=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=7, markerscale=2, loc="best")
+    _legend_outside(ax, fontsize=8 if len(classes) <= 20 else 6, markerscale=1.6, ncol=ncol,
+                    title="class")
     return fig
 
 
@@ -256,11 +441,11 @@ def adversarial(res, lo=0.0, hi=1.0):
             ax.axis("on")
             s = img.sum(axis=-1)
             v = float(np.abs(s).max()) or 1.0
-            im = ax.imshow(s, cmap="bwr", vmin=-v, vmax=v)
+            im = ax.imshow(s, cmap=SIGNED_CMAP, vmin=-v, vmax=v)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"group {key.split('/', 1)[1]}: {t}", fontsize=9)
-            fig.colorbar(im, ax=ax, shrink=0.8, label="deconvnet projection")
+            _colorbar(fig, im, ax, "deconvnet projection", shrink=0.8)
     fig.suptitle(f"Clean vs adversarial (projections from {res['project_layer']})")
     return fig
 
@@ -273,58 +458,138 @@ def _img_clipped(a, lo, hi):
     return a[..., 0] if a.shape[-1] == 1 else a
 
 
-def plot_examples(path, x, x_adv, y, pred_clean, pred_adv, class_names, *, n=8,
-                  clip_min=0.0, clip_max=1.0, conf_clean=None, conf_adv=None):
-    """Rows: clean image, adversarial image, perturbation (amplified to full range, as in
-    seed 004 Fig. 2). ``conf_*``: softmax probability of each predicted label, if given."""
+def examples_figure(x, x_adv, y, pred_clean, pred_adv, class_names, *, n=8, clip_min=0.0,
+                    clip_max=1.0, conf_clean=None, conf_adv=None, targets=None, attack=None,
+                    budget=None, success_rate=None):
+    """Rows: clean image, adversarial image, perturbation, for the first ``n`` examples.
+
+    Every perturbation is drawn on ONE symmetric scale (``±`` the largest ``|δ|`` shown)
+    with a colour bar, so a 0.009 perturbation looks fainter than a 0.2 one; for colour
+    images the mean over channels is drawn. Fooled examples (adversarial prediction is
+    the target, or differs from the true label when untargeted) have a red frame and a
+    red title; targets are shown for targeted attacks. The title holds the attack, its
+    budget and ``success_rate``. ``conf_*``: softmax probability of each predicted label.
+    """
     n = max(1, min(n, len(x)))
+    x = np.asarray(x[:n], np.float32)
+    delta = np.asarray(x_adv[:n], np.float32) - x
+    vmax = float(np.abs(delta).max()) or 1e-12
+    shown = delta.mean(axis=-1) if delta.shape[-1] > 1 else delta[..., 0]
+    targeted = targets is not None
 
     def conf(c, i):
         return "" if c is None else f" ({float(c[i]):.2f})"
 
-    fig, axes = plt.subplots(3, n, figsize=(1.4 * n + 0.8, 4.6), squeeze=False)
+    fig, axes = plt.subplots(3, n, figsize=(1.5 * n + 0.6, 6.2), squeeze=False,
+                             layout="constrained")
+    fooled = []
     for i in range(n):
-        delta = np.asarray(x_adv[i], np.float32) - x[i]
-        scale = float(np.abs(delta).max()) or 1.0
-        panels = [
-            (_img_clipped(x[i], clip_min, clip_max),
-             f"y={class_names[y[i]]} p={class_names[pred_clean[i]]}{conf(conf_clean, i)}"),
-            (_img_clipped(x_adv[i], clip_min, clip_max),
-             f"adv p={class_names[pred_adv[i]]}{conf(conf_adv, i)}"),
-            (_img_clipped(0.5 + 0.5 * delta / scale, 0.0, 1.0), f"|d|max={scale:.3g}"),
-        ]
-        for row, (img, title) in enumerate(panels):
-            ax = axes[row, i]
-            ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(title, fontsize=7)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle("clean / adversarial / perturbation", fontsize=9)
-    return save(fig, path)
+        clean_ok = int(pred_clean[i]) == int(y[i])
+        hit = (int(pred_adv[i]) == int(targets[i])) if targeted else \
+            (int(pred_adv[i]) != int(y[i]))
+        fooled.append(bool(hit and clean_ok))
+        t0 = f"true: {_wrap(_name(class_names, y[i]))}\npred: " \
+             f"{_wrap(_name(class_names, pred_clean[i]))}{conf(conf_clean, i)}"
+        t1 = f"pred: {_wrap(_name(class_names, pred_adv[i]))}{conf(conf_adv, i)}"
+        if targeted:
+            t1 += f"\ntarget: {_wrap(_name(class_names, targets[i]))}"
+        t1 += "\nFOOLED" if fooled[-1] else ("\nclean already wrong" if not clean_ok
+                                             else "\nnot fooled")
+        _show(axes[0, i], _img_clipped(x[i], clip_min, clip_max), t0)
+        _show(axes[1, i], _img_clipped(x_adv[i], clip_min, clip_max), t1)
+        ax = axes[2, i]
+        im = ax.imshow(shown[i], cmap=SIGNED_CMAP, vmin=-vmax, vmax=vmax,
+                       interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"max |δ| = {float(np.abs(delta[i]).max()):.3g}", fontsize=7)
+        if not clean_ok:
+            axes[1, i].title.set_color("gray")
+        if fooled[-1]:
+            axes[1, i].title.set_color("tab:red")
+            for s in axes[1, i].spines.values():
+                s.set_edgecolor("tab:red")
+                s.set_linewidth(2.5)
+    for ax in axes[:2].ravel():
+        ax.title.set_fontsize(7)
+    for row, label in enumerate(("clean", "adversarial", "perturbation δ")):
+        axes[row, 0].set_ylabel(label, fontsize=9)
+    what = "δ = x_adv − x" + (" (mean over channels)" if delta.shape[-1] > 1 else "")
+    cax = axes[2, -1].inset_axes([1.08, 0.0, 0.09, 1.0])  # beside the row it explains
+    _colorbar(fig, im, None, what, cax=cax)
+    head = ", ".join(s for s in (attack, budget) if s) or "attack"
+    rate = "" if success_rate is None else f": success rate {float(success_rate):.1%}"
+    kind = "targeted, " if targeted else ""
+    fig.suptitle(f"{head}{rate}\n{kind}{sum(fooled)}/{n} shown examples fooled (red); "
+                 f"perturbations on one scale ±{vmax:.3g}", fontsize=10)
+    return fig
 
 
-def plot_curves(path, curves, *, xlabel, title="", reverse_x=False, errors=None):
-    """Accuracy (%) against budget, one line per model.
+def plot_examples(path, x, x_adv, y, pred_clean, pred_adv, class_names, *, n=8,
+                  clip_min=0.0, clip_max=1.0, conf_clean=None, conf_adv=None, targets=None,
+                  attack=None, budget=None, success_rate=None):
+    """Writes :func:`examples_figure` to ``path`` and returns the path written."""
+    return save(examples_figure(
+        x, x_adv, y, pred_clean, pred_adv, class_names, n=n, clip_min=clip_min,
+        clip_max=clip_max, conf_clean=conf_clean, conf_adv=conf_adv, targets=targets,
+        attack=attack, budget=budget, success_rate=success_rate), path)
+
+
+def curves_figure(curves, *, xlabel, title="", reverse_x=False, errors=None,
+                  direction="stronger attack →"):
+    """Accuracy (%) against budget, one line per model, each model's clean accuracy a
+    dashed line of its colour; y zoomed to the data, x ticks at the budgets evaluated,
+    ``direction`` in the x label, the legend outside the axes.
 
     Args:
-      curves: ``{model name: {budget: accuracy in [0, 1]}}`` (a "Clean" key is skipped).
+      curves: ``{model name: {budget: accuracy in [0, 1]}}`` ("Clean": the dashed line).
       errors: optional ``{model name: {budget: std}}`` drawn as error bars.
+      reverse_x: budgets decrease to the right (SNR: a lower SNR is a stronger attack).
     """
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for name, curve in curves.items():
+    fig, ax = plt.subplots(figsize=(6.6, 3.9), layout="constrained")
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    levels_all, values, has_clean = set(), [], False
+    for i, (name, curve) in enumerate(curves.items()):
+        color = palette[i % len(palette)]
+        err = (errors or {}).get(name) or {}
         levels = [k for k in curve if k != "Clean"]
-        yerr = None if errors is None else [100 * errors[name][k] for k in levels]
-        ax.errorbar(levels, [100 * curve[k] for k in levels], yerr=yerr, marker="o",
-                    capsize=3, label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(-2, 102)
+        levels_all.update(float(k) for k in levels)
+        acc = np.array([100 * curve[k] for k in levels], "float64")
+        std = np.array([100 * err.get(k, 0.0) for k in levels], "float64")
+        ax.errorbar(levels, acc, yerr=std if std.any() else None, marker="o", capsize=3,
+                    color=color, label=name)
+        values += list(acc - std) + list(acc + std)
+        if "Clean" in curve:
+            has_clean = True
+            clean = 100 * curve["Clean"]
+            ax.axhline(clean, color=color, ls="--", lw=1.3, alpha=0.9)
+            values.append(clean)
+    values = [v for v in values if np.isfinite(v)] or [0.0, 100.0]
+    lo, hi = min(values), max(values)
+    pad = max(1.5, 0.08 * (hi - lo))
+    ax.set_ylim(max(-2.0, lo - pad), min(102.0, hi + pad))
+    ticks = sorted(levels_all)
+    ax.set_xticks(ticks, [f"{v:g}" for v in ticks], rotation=45 if len(ticks) > 8 else 0)
+    ax.minorticks_off()
     if reverse_x:
         ax.invert_xaxis()
+    ax.set_xlabel(f"{xlabel}   ({direction})" if direction else xlabel)
+    ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    if has_clean:
+        handles.append(Line2D([], [], color="gray", ls="--", lw=1.3))
+        labels.append("clean accuracy")
+    _legend_outside(ax, handles, labels)
     ax.set_title(title, fontsize=9)
-    return save(fig, path)
+    return fig
+
+
+def plot_curves(path, curves, *, xlabel, title="", reverse_x=False, errors=None,
+                direction="stronger attack →"):
+    """Writes :func:`curves_figure` to ``path`` and returns the path written."""
+    return save(curves_figure(curves, xlabel=xlabel, title=title, reverse_x=reverse_x,
+                              errors=errors, direction=direction), path)
 
 
 def plot_matrix(path, names, matrix, *, title="accuracy (%) of target on source's examples"):
@@ -348,11 +613,6 @@ def plot_matrix(path, names, matrix, *, title="accuracy (%) of target on source'
 # Seed-fidelity figures (seed 001 gallery / filter slices / activation grids, seed 003 views).
 
 
-def _sqrt_grid(n):
-    cols = int(np.ceil(np.sqrt(n)))
-    return cols, int(np.ceil(n / cols))
-
-
 def gallery(x, y, pred, prob, class_names=None, lo=0.0, hi=1.0, cols=8):
     """Test images titled "T: true  P: predicted (p)"; wrong predictions in red."""
     def name(k):
@@ -369,10 +629,11 @@ def gallery(x, y, pred, prob, class_names=None, lo=0.0, hi=1.0, cols=8):
 
 
 def filter_slices(slices, layer, index):
-    """All input slices (kh, kw, cin) of one filter in a ~sqrt(cin) grid, one colour scale."""
+    """All input slices (kh, kw, cin) of one filter in a near-square grid, one colour
+    scale."""
     cin = slices.shape[-1]
-    cols, rows = _sqrt_grid(cin)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols + 1.4, 1.1 * rows + 0.6),
+    rows, cols = grid_shape(cin)
+    fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols + 1.4, 0.9 * rows + 0.6),
                              squeeze=False, layout="constrained")
     m = float(np.abs(slices).max()) or 1.0
     for c, ax in enumerate(axes.ravel()):
@@ -381,30 +642,34 @@ def filter_slices(slices, layer, index):
         if c >= cin:
             ax.axis("off")
             continue
-        im = ax.imshow(slices[:, :, c], cmap="bwr", vmin=-m, vmax=m)
+        im = ax.imshow(slices[:, :, c], cmap=SIGNED_CMAP, vmin=-m, vmax=m)
         ax.set_title(f"in {c}", fontsize=7)
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.7, label="weight")
+    _colorbar(fig, im, axes.ravel().tolist(), "weight", shrink=0.7)
     fig.suptitle(f"{layer}: filter {index}, all {cin} input slices")
     return fig
 
 
 def activation_grids(image, maps, title=""):
-    """The input, then for each layer every channel in a ~sqrt(channels) grid."""
+    """The input, then for each layer every channel in a near-square grid
+    (:func:`grid_shape`: 32 channels -> 4x8), the figure sized to the channel counts."""
     names = list(maps)
-    fig = plt.figure(figsize=(4.5 * len(names) + 2.2, 4.8), layout="constrained")
-    subs = fig.subfigures(1, len(names) + 1, width_ratios=[0.45] + [1] * len(names))
+    shapes = [grid_shape(maps[n].shape[-1]) for n in names]
+    panel = 0.6
+    widths = [2.6] + [cols * panel + 1.1 for _, cols in shapes]
+    height = max(3.0, max(rows for rows, _ in shapes) * panel + 1.0)
+    fig = plt.figure(figsize=(sum(widths), height), layout="constrained")
+    subs = fig.subfigures(1, len(names) + 1, width_ratios=widths)
     _show(subs[0].subplots(), image, "input")
-    for sub, name in zip(subs[1:], names):
+    for sub, name, (rows, cols) in zip(subs[1:], names, shapes):
         a = maps[name]
         n = a.shape[-1]
-        cols, rows = _sqrt_grid(n)
         axes = sub.subplots(rows, cols, squeeze=False)
         vmax = float(a.max()) or 1.0
         for c, ax in enumerate(axes.ravel()):
             ax.axis("off")
             if c < n:
                 im = ax.imshow(a[..., c], cmap="viridis", vmin=0, vmax=vmax)
-        sub.colorbar(im, ax=axes.ravel().tolist(), shrink=0.7, label="activation")
+        _colorbar(sub, im, axes.ravel().tolist(), "activation", shrink=0.7)
         sub.suptitle(f"{name}: {n} channels ({rows}x{cols})", fontsize=9)
     fig.suptitle(title or "Activation maps")
     return fig
@@ -416,7 +681,7 @@ def segmentation(images, maps, masks, titles, lo=0.0, hi=1.0):
     fig, axes = plt.subplots(3, n, figsize=(1.5 * n + 0.8, 4.8), squeeze=False)
     for i in range(n):
         _show(axes[0, i], images[i], titles[i], lo, hi)
-        axes[1, i].imshow(maps[i], cmap="hot")
+        axes[1, i].imshow(maps[i], cmap=MAGNITUDE_CMAP)
         axes[1, i].set_xticks([])
         axes[1, i].set_yticks([])
         cut = np.where(masks[i][..., None], images[i], lo)
@@ -429,19 +694,21 @@ def segmentation(images, maps, masks, titles, lo=0.0, hi=1.0):
 
 def clusters(points, ids, majority, purity, class_names=None):
     """t-SNE points coloured by density cluster (noise in grey), each cluster marked with
-    its majority class."""
-    fig, ax = plt.subplots(figsize=(6, 5))
+    its majority class; legend outside the axes."""
+    fig, ax = plt.subplots(figsize=(7.0, 5.0), layout="constrained")
     noise = ids < 0
     ax.scatter(points[noise, 0], points[noise, 1], s=6, c="lightgray", label="noise")
+    styles = class_styles(max(1, len(majority)))
     for k, m in enumerate(majority):
         sel = ids == k
-        ax.scatter(points[sel, 0], points[sel, 1], s=8, alpha=0.8)
+        color, marker = styles[k]
+        ax.scatter(points[sel, 0], points[sel, 1], s=8, alpha=0.8, color=color, marker=marker,
+                   label=f"cluster {k}: {_name(class_names, m)}")
         cx, cy = points[sel].mean(axis=0)
-        ax.annotate(class_names[m] if class_names else str(m), (cx, cy), fontsize=9,
-                    weight="bold", ha="center")
+        ax.annotate(_name(class_names, m), (cx, cy), fontsize=9, weight="bold", ha="center")
     ax.set_title(f"Density clusters on the t-SNE map: {len(majority)} clusters, "
                  f"purity {purity:.1%}", fontsize=10)
-    ax.legend(fontsize=7, loc="best")
+    _legend_outside(ax, fontsize=7, ncol=max(1, int(np.ceil((len(majority) + 1) / 20))))
     return fig
 
 
@@ -452,13 +719,27 @@ def plot_certified_accuracy(path, radii, curves, *, title=""):
       radii: the radii of the x axis.
       curves: ``{name: [certified accuracy in [0, 1] at each radius]}``.
     """
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = plt.subplots(figsize=(6.2, 3.8), layout="constrained")
     for name, accs in curves.items():
         ax.step(radii, [100 * a for a in accs], where="post", marker="o", label=name)
-    ax.set_xlabel("L2 radius")
+    ax.set_xlabel("L2 radius   (larger radius →)")
     ax.set_ylabel("certified accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     ax.set_title(title, fontsize=9)
     return save(fig, path)
+
+
+def budget_label(params: dict) -> str | None:
+    """A short budget text for figure titles from an attack's effective parameters:
+    ``eps=0.1 (L∞)``, ``SNR 33 dB``, or None when the attack has no budget."""
+    params = params or {}
+    norm = {"inf": "L∞", "np.inf": "L∞", "2": "L2", "1": "L1"}.get(str(params.get("norm")), "")
+    for key in ("eps", "epsilon"):
+        if isinstance(params.get(key), (int, float)):
+            return f"eps={params[key]:g}" + (f" ({norm})" if norm else "")
+    for key in ("snr", "snr_db"):
+        if isinstance(params.get(key), (int, float)):
+            return f"SNR {params[key]:g} dB"
+    return None
