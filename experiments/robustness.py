@@ -171,11 +171,12 @@ def main(argv):
         notes=notes)
     fig_dir = os.path.join(out_dir, "figures")
     os.makedirs(fig_dir, exist_ok=True)
-    plots.plot_curves(os.path.join(fig_dir, f"accuracy_vs_{_budget()}.png"), curves,
-                      xlabel=unit, reverse_x=_budget() == "snr", errors=errors,
-                      title=f"{attack} ({results[names[0]]['runs'][0]['num_examples']} images)")
-    tblog.log_images(list(fingerprints), out_dir, "robustness", figures=[
-        os.path.join(fig_dir, f"accuracy_vs_{_budget()}.png")])
+    figure = plots.plot_curves(
+        os.path.join(fig_dir, f"accuracy_vs_{_budget()}.png"), curves, xlabel=unit,
+        reverse_x=_budget() == "snr", errors=errors,
+        title=f"{attack} ({results[names[0]]['runs'][0]['num_examples']} images)")
+    tblog.log_images(list(fingerprints), out_dir, "robustness",
+                     figures=[figure] if figure.endswith(".png") else [])
     params = {"budget": _budget(), "levels": levels, "attack": attack, "attack_kwargs": kwargs,
               "num_examples": FLAGS.num_examples, "sanity": FLAGS.sanity, "names": names,
               "defense": FLAGS.defense, "defense_epochs": FLAGS.defense_epochs,

@@ -17,8 +17,9 @@ import time
 
 from absl import flags, logging
 
-from cnnvis_tf import datasets, rundir
+from cnnvis_tf import datasets, rundir, tblog
 from cnnvis_tf.errors import InputError
+from cnnvis_tf.progress import Progress
 from experiments import common
 
 FLAGS = flags.FLAGS
@@ -96,13 +97,15 @@ def main(argv):
         other_model=other.model if other else None, num_facets=FLAGS.num_facets,
         occlusion_patch=FLAGS.occlusion_patch, occlusion_stride=FLAGS.occlusion_stride,
     )
-    seconds = {}
+    seconds, pngs = {}, []
+    bar = Progress(len(names), "visualize", unit="methods", interval=0, inplace=False)
     for k, name in enumerate(names, 1):
         start = time.time()
         paths = methods.run(name, ctx, out_dir)
         seconds[name] = time.time() - start
-        logging.info("[%d/%d] %s: %.1fs -> %s", k, len(names), name, seconds[name],
-                     ", ".join(paths))
+        pngs += [os.path.join(out_dir, p) for p in paths if p.endswith(".png")]
+        bar.update(k, f"{name}: {seconds[name]:.1f}s -> {', '.join(paths)}")
+    tblog.log_images(run.path, out_dir, "visualize", figures=pngs)
     params = {"methods": names, "image_index": FLAGS.image_index, "layer": FLAGS.layer,
               "channel": FLAGS.channel, "adversarial": FLAGS.adversarial,
               "num_examples": n, "steps": FLAGS.steps, "seed": FLAGS.seed,
