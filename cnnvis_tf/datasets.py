@@ -112,7 +112,7 @@ def channel_stats(x, batch=8192):
     return mean.astype("float32"), np.maximum(std, 1e-6).astype("float32")
 
 
-def keras_cache_dir():
+def keras_cache_dir() -> str:
     """The Keras dataset cache (``$KERAS_HOME/datasets`` or ``~/.keras/datasets``)."""
     home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
     return os.path.join(home, "datasets")
@@ -169,6 +169,19 @@ def _corrupt(name, path, err):
     )
 
 
+def _download(name, fetch):
+    """Runs ``fetch()`` (a Keras download); a network failure (offline, proxy, server)
+    becomes one :class:`DataFilesError` line naming the fix."""
+    try:
+        return fetch()
+    except Exception as err:  # noqa: BLE001  (urllib, HTTP and Keras' "URL fetch failure")
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[-1][:160]
+        raise DataFilesError(
+            f"--download could not fetch {name} ({type(err).__name__}: {reason}): no network? "
+            f"Download the files on a connected machine and pass --data_dir=<their folder>."
+        ) from None
+
+
 def _to_float(x_uint8):
     return (np.asarray(x_uint8, dtype="float32") / 255.0).astype("float32")
 
@@ -210,7 +223,7 @@ def _load_mnist(data_dir, seed, download, embedded):
         if d is None and download:
             import keras
 
-            keras.datasets.mnist.load_data()
+            _download("MNIST", keras.datasets.mnist.load_data)
             d = _find(None, ["mnist.npz"])
         if d is not None:
             path = os.path.join(d, "mnist.npz")
@@ -292,7 +305,7 @@ def _load_cifar(variant, data_dir, download):
     rel = [f"{folder}/{f}" for f in train + test]
     d = _find(data_dir, rel)
     if d is None and download:
-        loader.load_data()
+        _download(name, loader.load_data)
         d = _find(None, rel)
     if d is None:
         raise _missing(name, data_dir, rel, "with Keras' downloader")
@@ -333,7 +346,7 @@ def _load_svhn(data_dir, download, extra=False):
         import keras
 
         for f, key in zip(rel, ("svhn_train", "svhn_test", "svhn_extra")):
-            keras.utils.get_file(f, _URLS[key], cache_dir=None)
+            _download("SVHN", lambda f=f, key=key: keras.utils.get_file(f, _URLS[key]))
         d = _find(None, rel)
     if d is None:
         raise _missing("SVHN", data_dir, rel, "with keras.utils.get_file")
@@ -368,7 +381,8 @@ def _load_tiny_imagenet(data_dir, download):
     if d is None and download:
         import keras
 
-        keras.utils.get_file("tiny-imagenet-200.zip", _URLS["tiny_imagenet"], extract=True)
+        _download("Tiny ImageNet-200", lambda: keras.utils.get_file(
+            "tiny-imagenet-200.zip", _URLS["tiny_imagenet"], extract=True))
         d = _find(None, rel)
     if d is None:
         raise _missing("Tiny ImageNet-200", data_dir, rel, "with keras.utils.get_file")
@@ -421,8 +435,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("dataset", "imagenet")
 
 
-def load(name, data_dir=None, *, seed=0, download=False, embedded=False, train_size=None,
-         validation_split=0.0, svhn_extra=False, normalization="dataset"):
+def load(name: str, data_dir: str | None = None, *, seed: int = 0, download: bool = False,
+         embedded: bool = False, train_size: int | None = None, validation_split: float = 0.0,
+         svhn_extra: bool = False, normalization: str = "dataset") -> Dataset:
     """Loads a dataset by name.
 
     Args:
@@ -448,6 +463,7 @@ def load(name, data_dir=None, *, seed=0, download=False, embedded=False, train_s
     """
     if name not in DATASETS:
         raise InputError(f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}.")
+    data_dir = os.path.expanduser(data_dir) if data_dir else data_dir  # --data_dir=~/data
     try:
         validation_split = float(validation_split)
     except (TypeError, ValueError):
@@ -514,7 +530,7 @@ def _stratified_holdout(y, fraction, seed):
     return np.sort(out)
 
 
-def load_for_run(config, data_dir=None):
+def load_for_run(config: dict, data_dir: str | None = None) -> Dataset:
     """Reloads the dataset a run was trained on, with the same splits, from its config.json
     (``rundir.Run.config``)."""
     settings = config.get("settings", {})

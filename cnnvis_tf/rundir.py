@@ -149,14 +149,14 @@ def _remove(path):
         os.remove(path)
 
 
-def write_json(path, obj):
+def write_json(path: str, obj) -> None:
     """Writes ``obj`` as indented, sorted JSON atomically."""
     with atomic_open(path) as f:
         json.dump(jsonable(obj), f, indent=2, sort_keys=True)
         f.write("\n")
 
 
-def read_json(path, what=None):
+def read_json(path: str, what: str | None = None):
     """Reads a JSON file; a corrupt one raises :class:`InputError` naming it."""
     try:
         with open(path) as f:
@@ -213,13 +213,14 @@ def write_npz(path, **arrays):
         f.write(buf.getvalue())
 
 
-def read_npz(path, required=(), what="file"):
+def read_npz(path: str, required: tuple = (), what: str = "file") -> dict:
     """Loads an ``.npz`` without pickle; names the problem (missing, truncated, object
     arrays, missing keys) and the fix in an :class:`InputError`.
 
     Returns:
       dict of numpy arrays.
     """
+    path = os.path.expanduser(path)
     if not os.path.isfile(path):
         raise InputError(f"{what} {path!r} does not exist: pass the path of an existing .npz.")
     try:
@@ -253,7 +254,7 @@ def write_adversarial(out_dir, *, x, x_adv, y, pred_clean, pred_adv, targets=Non
     return path
 
 
-def read_adversarial(path):
+def read_adversarial(path: str) -> dict:
     """Reads and checks an ``adversarial.npz`` of ``experiments.attack``.
 
     Returns:
@@ -347,7 +348,7 @@ def write_table(out_dir, *, row_label, columns, rows, title, unit, stem="table",
 # ----------------------------------------------------------------------------- records
 
 
-def model_fingerprint(model):
+def model_fingerprint(model: keras.Model) -> str:
     """A short hash of a model's weights (names, shapes and values): equal weights give an
     equal fingerprint, whatever file or process they come from."""
     h = hashlib.sha256()
@@ -478,8 +479,10 @@ class Run:
         return os.path.join(self.path, FIGURES)
 
 
-def load_model(path, compile=False):
-    """``keras.models.load_model`` with one clear error for a corrupt or truncated file."""
+def load_model(path: str, compile: bool = False) -> keras.Model:
+    """``keras.models.load_model`` with one clear error for a corrupt or truncated file
+    (``~`` expanded)."""
+    path = os.path.expanduser(path)
     if not os.path.isfile(path):
         raise InputError(f"Model file {path!r} does not exist.")
     if path.endswith(".keras") and not zipfile.is_zipfile(path):
@@ -494,12 +497,13 @@ def load_model(path, compile=False):
                          "run `import cnnvis_tf` before loading custom layers.") from None
 
 
-def load_run(path, compile=False):
+def load_run(path: str, compile: bool = False) -> Run:
     """Loads a run directory written by ``experiments.train``.
 
     Raises:
       InputError: if the directory or one of its contract files is missing or corrupt.
     """
+    path = os.path.expanduser(path) if path else path
     if not path or not os.path.isdir(path):
         raise InputError(
             f"Run directory {path!r} does not exist. Pass --model_dir=<output_dir of "

@@ -7,8 +7,9 @@ Writes ``metrics.json`` (clean_accuracy, adversarial_accuracy, success_rate, mea
 mean_linf, mean_snr_db, num_examples, seconds, ...), ``adversarial.npz`` (x, x_adv, y,
 pred_clean, pred_adv, and targets for targeted attacks), ``config.json`` (the effective
 attack parameters, defaults filled in, and the model fingerprint) and
-``figures/examples.png``. ``metrics.json`` is written last: it marks a finished attack. ``--attack=iterative_noise`` also re-uses the noise found for the
-first image on the others (seed 001): ``noise_reuse.json``, ``figures/noise_reuse.png``.
+``figures/examples.png``. ``metrics.json`` is written last: it marks a finished attack.
+``--attack=iterative_noise`` also re-uses the noise found for the first image on the others
+(Sahoo 2019, the course assignment): ``noise_reuse.json``, ``figures/noise_reuse.png``.
 """
 
 import os
@@ -18,18 +19,20 @@ import keras
 import numpy as np
 from absl import flags, logging
 
-from cnnvis_tf import attacks, datasets, evaluation, rundir, tblog
+from cnnvis_tf import attacks, evaluation, rundir
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import plotting as plots
 from experiments import common
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model_dir", None, "Run directory written by experiments.train.")
+flags.DEFINE_string("model_dir", None, "Run directory written by experiments.train (or pass "
+                    "--model_path/--model with --dataset).")
 flags.DEFINE_string("data_dir", None, "Dataset folder (default: the run's).")
 flags.DEFINE_enum("attack", "fgsm", sorted(attacks.ATTACKS), "Attack to run.")
 flags.DEFINE_float("eps", None, "Budget of eps attacks (L-inf or L2 by attack).", lower_bound=0)
-flags.DEFINE_float("snr_db", None, "Budget of snr_fgsm in dB (seed 002: 50, 45, 40, 33).")
+flags.DEFINE_float("snr_db", None, "Budget of snr_fgsm in dB (Moreira Freitas 2018: 50, 45, 40, "
+                   "33).")
 flags.DEFINE_string("params", "", "Extra attack arguments 'key=value,...', e.g. nb_iter=40.")
 flags.DEFINE_bool("targeted", False, "Targeted attack (lbfgs, patch and iterative_noise "
                   "always are).")
@@ -40,14 +43,14 @@ flags.DEFINE_bool("use_true_labels", True, "Untargeted: move away from the true 
 flags.DEFINE_integer("num_examples", 100, "First N test images are attacked.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Examples per attack call.", lower_bound=1)
 common.define_defense_flags()
+common.define_source_flags()
 
 
 def main(argv):
     del argv
     kwargs = attacks.attack_kwargs(FLAGS.attack, eps=FLAGS.eps, snr=FLAGS.snr_db,
                                    params=FLAGS.params)
-    run = rundir.load_run(FLAGS.model_dir)
-    data = datasets.load_for_run(run.config, FLAGS.data_dir)
+    run, data = common.load_source(data_dir=FLAGS.data_dir)
     out_dir = common.make_output_dir(FLAGS.output_dir)
     common.begin(out_dir, "metrics.json")
     n = min(FLAGS.num_examples, len(data.x_test))
@@ -90,7 +93,8 @@ def main(argv):
         "attack": FLAGS.attack, "attack_kwargs": params, "num_examples": n,
         "use_true_labels": FLAGS.use_true_labels, "targeted": targeted,
         "target_class": FLAGS.target_class, "dataset": run.dataset_name, **defense,
-        "clip_min": run.clip_min, "clip_max": run.clip_max}, {FLAGS.model_dir: run.fingerprint})
+        "clip_min": run.clip_min, "clip_max": run.clip_max, **common.source_facts(run)},
+        {run.path: run.fingerprint})
     rec.update(attack_kwargs=params, dataset=run.dataset_name, clip_min=run.clip_min,
                clip_max=run.clip_max)
     rundir.write_record(out_dir, rec)
@@ -104,9 +108,7 @@ def main(argv):
     )
     plots.plot_examples(os.path.join(fig_dir, "examples.png"), x, x_adv, y, pred_clean,
                         pred_adv, run.class_names, clip_min=run.clip_min, clip_max=run.clip_max,
-                        conf_clean=conf_clean, conf_adv=conf_adv, targets=targets,
-                        attack=FLAGS.attack, budget=plots.budget_label(params),
-                        success_rate=metrics["success_rate"])
+                        conf_clean=conf_clean, conf_adv=conf_adv)
     if FLAGS.attack == "iterative_noise" and n > 1:  # seed 001 fig. 16: re-use image 0's noise
         reused = attacks.apply_noise(x[1:], x_adv[:1] - x[:1], clip_min=run.clip_min,
                                      clip_max=run.clip_max)
@@ -117,15 +119,15 @@ def main(argv):
         plots.plot_examples(os.path.join(fig_dir, "noise_reuse.png"), x[1:], reused, y[1:],
                             pred_clean[1:], pred_reused, run.class_names,
                             clip_min=run.clip_min, clip_max=run.clip_max)
-    tblog.log_images(FLAGS.model_dir, out_dir, "attack", x=x, x_adv=x_adv,
-                     clip_min=run.clip_min, clip_max=run.clip_max, figures=[
-                         os.path.join(fig_dir, f) for f in sorted(os.listdir(fig_dir))
-                         if f.endswith(".png")])
     rundir.write_json(os.path.join(out_dir, "metrics.json"), metrics)  # completion marker
     logging.info("clean %.4f -> adversarial %.4f (success %.4f, mean L2 %.4f) in %.1fs",
                  metrics["clean_accuracy"], metrics["adversarial_accuracy"],
                  metrics["success_rate"], metrics["mean_l2"], seconds)
 
 
+def console_main():
+    common.run(main, required=(common.MODEL_SOURCE_FLAGS, "output_dir"))
+
+
 if __name__ == "__main__":
-    common.run(main, required=("model_dir", "output_dir"))
+    console_main()

@@ -17,7 +17,7 @@ import time
 import numpy as np
 from absl import flags, logging
 
-from cnnvis_tf import certify, datasets, rundir
+from cnnvis_tf import certify, rundir
 from cnnvis_tf.checks import parse_floats
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import plotting as plots
@@ -25,7 +25,8 @@ from experiments import common
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model_dir", None, "Run directory written by experiments.train.")
+flags.DEFINE_string("model_dir", None, "Run directory written by experiments.train (or pass "
+                    "--model_path/--model with --dataset).")
 flags.DEFINE_string("data_dir", None, "Dataset folder (default: the run's).")
 flags.DEFINE_float("sigma", 0.25, "Noise standard deviation (input units).", lower_bound=0)
 flags.DEFINE_integer("n0", 100, "Draws to guess the class.", lower_bound=1)
@@ -34,6 +35,7 @@ flags.DEFINE_float("alpha", 0.001, "Failure probability of each certificate.")
 flags.DEFINE_integer("num_examples", 100, "First N test images.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 1000, "Noisy copies per forward pass.", lower_bound=1)
 flags.DEFINE_string("radii", "0,0.25,0.5,0.75,1,1.5,2", "Radii of the table's columns.")
+common.define_source_flags()
 
 
 def main(argv):
@@ -42,8 +44,7 @@ def main(argv):
         raise InputError(f"--sigma must be > 0 and --alpha in (0, 1); received --sigma="
                          f"{FLAGS.sigma:g} --alpha={FLAGS.alpha:g}.")
     radii = parse_floats("radii", FLAGS.radii, low=0.0)
-    run = rundir.load_run(FLAGS.model_dir)
-    data = datasets.load_for_run(run.config, FLAGS.data_dir)
+    run, data = common.load_source(data_dir=FLAGS.data_dir)
     out_dir = common.make_output_dir(FLAGS.output_dir)
     common.begin(out_dir, "results.json")
     n = min(FLAGS.num_examples, len(data.x_test))
@@ -56,12 +57,13 @@ def main(argv):
     pred, radius, p_lower = smooth.certify(x, n0=FLAGS.n0, n=FLAGS.n, alpha=FLAGS.alpha)
     seconds = time.time() - start
     acc = certify.certified_accuracy(pred, radius, y, radii)
-    name = os.path.basename(os.path.normpath(FLAGS.model_dir))
+    name = os.path.basename(os.path.normpath(run.path))
     cols = [f"{r:g}" for r in radii]
     rec = common.record("experiments.certify", {
         "sigma": FLAGS.sigma, "n0": FLAGS.n0, "n": FLAGS.n, "alpha": FLAGS.alpha,
-        "num_examples": n, "radii": radii, "dataset": run.dataset_name, "seed": FLAGS.seed},
-        {FLAGS.model_dir: run.fingerprint})
+        "num_examples": n, "radii": radii, "dataset": run.dataset_name, "seed": FLAGS.seed,
+        **common.source_facts(run)},
+        {run.path: run.fingerprint})
     rundir.write_record(out_dir, rec)
     abstain = int(np.sum(pred == certify.ABSTAIN))
     rundir.write_table(out_dir, row_label="Model", columns=cols,
@@ -90,5 +92,9 @@ def main(argv):
         "certified_accuracy"], abstain, seconds)
 
 
+def console_main():
+    common.run(main, required=(common.MODEL_SOURCE_FLAGS, "output_dir"))
+
+
 if __name__ == "__main__":
-    common.run(main, required=("model_dir", "output_dir"))
+    console_main()

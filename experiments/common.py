@@ -16,15 +16,6 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string("output_dir", None, "Directory every output is written to.")
 flags.DEFINE_integer("seed", 0, "Seed of weights, data order and splits.")
-flags.DEFINE_enum("figure_format", "png", ["png", "pdf", "svg"], "File format of the "
-                  "figures the script writes (pdf/svg: vector, for papers).")
-
-
-def apply_figure_format() -> None:
-    """Makes :mod:`cnnvis_tf.vis.plotting` write figures in ``--figure_format``."""
-    from cnnvis_tf.vis import plotting
-
-    plotting.set_figure_format(FLAGS.figure_format)
 flags.DEFINE_integer(
     "num_cpu_devices", 0,
     "If > 1, split the CPU into this many logical devices (to test --strategy=mirrored "
@@ -65,36 +56,24 @@ def make_output_dir(path):
     return path
 
 
-def resume_command(argv=None):
-    """The command line that reruns this script with the same flags, e.g. ``python -m
-    experiments.train --epochs=5 --output_dir=runs/a`` (the Ctrl-C message names it)."""
-    import shlex
-    import shutil
-
-    argv = list(sys.argv if argv is None else argv)
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if spec is not None and spec.name and spec.name != "__main__":
-        python = "python" if shutil.which("python") == sys.executable else sys.executable
-        head = [python, "-m", spec.name]
-    else:  # a console command (cnnvis-train) or a script path
-        head = [os.path.basename(argv[0]) if shutil.which(os.path.basename(argv[0] or ""))
-                else argv[0]]
-    return shlex.join(head + argv[1:])
-
-
 def run(main, required=()):
     """``app.run`` with one-line errors for bad input and for Ctrl-C.
 
     ``required`` flags are checked before anything runs (so no output directory is made for
-    a command that cannot run)."""
+    a command that cannot run); a tuple of names in ``required`` means one of them.
+    ``--help`` lists the script's flags and those it takes from this module, also when the
+    script runs as a console command (``cnnvis-attack``)."""
+    _register_key_flags(main)
 
     def wrapped(argv):
         try:
-            missing = [f"--{name}" for name in required if FLAGS[name].value in (None, "")]
+            missing = [" or ".join(f"--{n}" for n in name) if isinstance(name, tuple)
+                       else f"--{name}" for name in required
+                       if all(FLAGS[n].value in (None, "") for n in (
+                           name if isinstance(name, tuple) else (name,)))]
             if missing:
                 raise InputError(f"{', '.join(missing)} is required: see --help for what to "
                                  "pass.")
-            apply_figure_format()
             return main(argv)
         except InputError as err:
             sys.stderr.write(f"error: {err}\n")
@@ -102,7 +81,7 @@ def run(main, required=()):
             sys.exit(2)
         except KeyboardInterrupt:
             sys.stderr.write("interrupted: rerun the same command to resume where it "
-                             f"stopped: {resume_command()}\n")
+                             "stopped.\n")
             sys.stderr.flush()
             sys.exit(130)
 
@@ -198,8 +177,8 @@ def define_train_flags(**defaults):
                        "training (for randomized smoothing, e.g. 0.25; 0: off).")
     flags.DEFINE_enum("adv_recipe", "standard", ["standard", "seed002"],
                       "standard: per-example eps |N(0, sigma)| <= 2 sigma, sigma matched per "
-                      "batch, --adv_ratio of the batch; seed002: seed 002's code (FGSM with "
-                      "per-pixel |N(0, sigma)| clamped at 2 sigma, sigma matched to "
+                      "batch, --adv_ratio of the batch; seed002: Moreira Freitas 2018's code "
+                      "(FGSM with per-pixel |N(0, sigma)| clamped at 2 sigma, sigma matched to "
                       "--adv_snr_db once over the training images, half of each batch "
                       "adversarial, clean half weighted 0.3).")
     flags.DEFINE_float("adv_loss_weight", None, "Weight of adversarial examples in the loss, "
@@ -238,7 +217,7 @@ def effective_attack_params(name, kwargs, seed=None):
     for f in chain:
         for p in inspect.signature(f).parameters.values():
             if p.default is not inspect.Parameter.empty and p.name not in (
-                    "y", "clip_min", "clip_max", "from_probabilities", "progress"):
+                    "y", "clip_min", "clip_max", "from_probabilities"):
                 out.setdefault(p.name, p.default)
     if name in fronts:
         out["norm"] = fronts[name][1]
@@ -416,3 +395,124 @@ def finish_shard(folder: str, summary: dict) -> None:
 
     rundir.write_json(os.path.join(folder, SHARD_MARKER), {
         **summary, "shard_index": FLAGS.shard_index, "num_shards": FLAGS.num_shards})
+
+
+# ----------------------------------------------------------------------------- help, sources
+
+
+def _register_key_flags(main) -> None:
+    """Makes the flags of ``main``'s module and of this module key flags of the program
+    (``sys.argv[0]``): absl's ``--help`` lists only those."""
+    program = sys.argv[0]
+    modules = {__name__, program}
+    if getattr(main, "__module__", "__main__") != "__main__":
+        modules.add(main.__module__)
+        entry = sys.modules.get("__main__")  # a console command's wrapper: show the doc
+        if entry is not None and not entry.__doc__:
+            entry.__doc__ = getattr(sys.modules.get(main.__module__), "__doc__", None)
+    for module in modules:
+        for flag in FLAGS.get_key_flags_for_module(module):
+            FLAGS.register_key_flag_for_module(program, flag)
+
+
+MODEL_SOURCE_FLAGS = ("model_dir", "model_path", "model")
+
+
+def define_source_flags() -> None:
+    """``--model_path``, ``--model``, ``--dataset``, ``--weights``, ``--clip_min``,
+    ``--clip_max``, ``--class_names`` and ``--image_size``: bring your own model and data
+    (:mod:`cnnvis_tf.sources`) instead of a run directory."""
+    flags.DEFINE_string("model_path", None, "A .keras or .h5 model file or a SavedModel "
+                        "folder (instead of a run directory); needs --dataset. ~ is "
+                        "expanded.")
+    flags.DEFINE_string("model", None, "keras_app:NAME[,key=value...], a keras.applications "
+                        "network, e.g. keras_app:MobileNetV2,alpha=0.35; needs --dataset.")
+    flags.DEFINE_enum("weights", "auto", ["auto", "imagenet", "none"], "--model=keras_app "
+                      "weights: imagenet if already in the Keras cache ~/.keras/models, else "
+                      "random with a warning (auto); imagenet: an error if not cached; none: "
+                      "random. Nothing is downloaded.")
+    flags.DEFINE_string("dataset", None, "Evaluation data: a built-in name (mnist, cifar10, "
+                        "...), an .npz with x_test and y_test, or an image folder with one "
+                        "sub-folder per class (default with --model_dir: the run's).")
+    flags.DEFINE_float("clip_min", None, "Smallest pixel value (default: the run's, or "
+                       "inferred from the data: 0 for [0, 1], [0, 255]; -1 for [-1, 1]).")
+    flags.DEFINE_float("clip_max", None, "Largest pixel value (default: the run's, or "
+                       "inferred from the data).")
+    flags.DEFINE_list("class_names", None, "Comma-separated class names (default: the run's, "
+                      "the folder names, the npz's class_names, or the class ids).")
+    flags.DEFINE_list("image_size", None, "H,W every image of a --dataset folder is resized "
+                      "to (default: they must share one size).")
+
+
+def _path(value):
+    return os.path.expanduser(value) if value else value
+
+
+def load_source(spec: str | None = None, data_dir: str | None = None):
+    """``(run, data)`` for the script: ``run`` is a :class:`cnnvis_tf.rundir.Run` (a run
+    directory, or a model of ``--model_path``/``--model`` with the data's facts as its
+    config) whose model outputs logits, ``data`` the :class:`cnnvis_tf.datasets.Dataset` to
+    evaluate on (``--dataset``, else the run's). ``spec`` (a run directory, model file or
+    ``keras_app:`` name) replaces the model flags, for scripts taking several models.
+
+    Softmax-headed models are detected on test images, logged once and wrapped to output
+    ``log p`` (the :mod:`cnnvis_tf.checks` policy), whatever the source."""
+    from cnnvis_tf import datasets, rundir, sources
+
+    if spec is None:
+        given = [n for n in MODEL_SOURCE_FLAGS if n in FLAGS and FLAGS[n].value]
+        if len(given) != 1:
+            raise InputError(f"Pass exactly one of --model_dir=<run directory>, --model_path="
+                             "<.keras/.h5/SavedModel> or --model=keras_app:NAME (got "
+                             f"{', '.join('--' + g for g in given) or 'none'}).")
+        spec = FLAGS[given[0]].value
+    spec = _path(str(spec).strip())
+    data_dir = _path(data_dir)
+    box = {"clip_min": FLAGS.clip_min, "clip_max": FLAGS.clip_max,
+           "class_names": FLAGS.class_names,
+           "image_size": FLAGS.image_size}
+    dataset = _path(FLAGS.dataset)
+    if not sources.is_model_spec(spec):
+        run = rundir.load_run(spec)
+        data = (sources.load_dataset_source(dataset, data_dir=data_dir, seed=FLAGS.seed, **box)
+                if dataset else datasets.load_for_run(run.config, data_dir))
+        config = dict(run.config)
+        for key in ("clip_min", "clip_max"):
+            if FLAGS[key].value is not None:
+                config[key] = FLAGS[key].value
+        if FLAGS.class_names:
+            config["class_names"] = list(FLAGS.class_names)
+        fingerprint = run.fingerprint
+        model, outputs = sources.as_logits(run.model, data.x_test[:8], name=spec)
+        config["model_outputs"] = outputs
+        return rundir.Run(path=spec, model=model, config=config, metrics=run.metrics,
+                          _fingerprint=fingerprint), data
+    data = sources.load_dataset_source(dataset, data_dir=data_dir, seed=FLAGS.seed, **box)
+    src = sources.load_model_source(
+        spec, input_shape=data.input_shape, num_classes=data.num_classes,
+        clip_min=data.clip_min, clip_max=data.clip_max, weights=FLAGS.weights,
+        probe=data.x_test[:8])
+    _match_classes(data, int(src.model.outputs[0].shape[-1]), spec)
+    config = {**data.facts(), **src.facts()}
+    return rundir.Run(path=spec, model=src.model, config=config, metrics={},
+                      _fingerprint=src.fingerprint), data
+
+
+def _match_classes(data, num_outputs: int, spec: str) -> None:
+    """Class names for every output of the model: class-id names grow to the model's
+    count; named classes must match it."""
+    names = list(data.class_names)
+    if len(names) < num_outputs and names == [str(i) for i in range(len(names))]:
+        data.class_names = [str(i) for i in range(num_outputs)]
+    elif len(names) != num_outputs:
+        raise InputError(f"{spec} outputs {num_outputs} classes but the data has "
+                         f"{len(names)} class names; pass --class_names with one name per "
+                         "model output.")
+
+
+def source_facts(run) -> dict:
+    """What a script's config.json records about where its model and data came from."""
+    config = run.config
+    return {"model_source": config.get("model_source", "run_dir"),
+            "model_outputs": config.get("model_outputs", "logits"),
+            "class_names": run.class_names}

@@ -1,19 +1,20 @@
-r"""Seed 002's defense table: train every variant for several seeds, attack, aggregate.
+r"""Moreira Freitas 2018's defense table: train every variant for several seeds, attack,
+aggregate.
 
   python -m experiments.defense_table --dataset=mnist --epochs=2 --seeds=2 \
       --output_dir=runs/defense_table
 
 Trains each variant (Vanilla, Adv, Smooth, Adv + Psv, Adv + Smooth, Adv + Psv + Smooth;
-beta, gamma, m from seed 002 Table 1; Adv = FGSM adversarial training with per-example eps
-from a Gaussian truncated at 2 sigma, sigma matched to ``--adv_snr_db``) for each seed into
-``<output_dir>/runs/<variant>_seed<k>`` with ``cnnvis_tf.recipes.train_run``, then measures
-accuracy clean and under SNR-bounded FGSM on the test split. Writes ``table.md``,
-``table.csv``, ``results.json`` (per-run numbers, mean and std per variant) and
-``figures/accuracy_vs_snr.png``. Rerunning skips finished runs and evaluations (an
-evaluation is redone when its model's fingerprint changed) and resumes an interrupted run. All training flags of ``experiments.train`` apply to every run except
-the defense flags, which ``--variants`` sets.
+beta, gamma, m from Moreira Freitas 2018, Table 1; Adv = FGSM adversarial training with
+per-example eps from a Gaussian truncated at 2 sigma, sigma matched to ``--adv_snr_db``)
+for each seed into ``<output_dir>/runs/<variant>_seed<k>`` with
+``cnnvis_tf.recipes.train_run``, then measures accuracy clean and under SNR-bounded FGSM
+on the test split. Writes ``table.md``, ``table.csv``, ``results.json`` (per-run numbers,
+mean and std per variant) and ``figures/accuracy_vs_snr.png``. Rerunning skips finished
+runs and evaluations (an evaluation is redone when its model's fingerprint changed) and
+resumes an interrupted run. All training flags of ``experiments.train`` apply to every run
+except the defense flags, which ``--variants`` sets.
 """
-
 import os
 import time
 
@@ -22,7 +23,6 @@ from absl import flags, logging
 
 from cnnvis_tf import datasets, recipes, rundir
 from cnnvis_tf.errors import InputError
-from cnnvis_tf.progress import Progress
 from cnnvis_tf.recipes import defense_table as dt
 from cnnvis_tf.vis import curves
 from cnnvis_tf.vis import plotting as plots
@@ -40,7 +40,8 @@ flags.DEFINE_string("variants", ",".join(dt.VARIANTS),
 flags.DEFINE_integer("seeds", 3, "Runs per variant, with seeds --seed, --seed+1, ... (>= 3 "
                      "to tell a gain from the seed-to-seed spread).", lower_bound=1)
 flags.DEFINE_string("snr_db", "50,45,40,33,25,20", "SNR levels (dB) of the FGSM columns "
-                    "(seed 002: 50..33; 25 and 20 dB show where MNIST models break).")
+                    "(Moreira Freitas 2018: 50..33; 25 and 20 dB show where MNIST models "
+                    "break).")
 flags.DEFINE_integer("num_eval", 2000, "First N test images evaluated.", lower_bound=1)
 flags.DEFINE_integer("eval_batch_size", 256, "Examples per attack call.", lower_bound=1)
 
@@ -101,15 +102,12 @@ def main(argv):
     common.begin(out_dir, "results.json")
     start = time.time()
     per_run, runs = {}, {}
-    bar = Progress(len(variants) * FLAGS.seeds, "defense_table", unit="runs", interval=0,
-                   inplace=False)
     for v in variants:
         for seed in range(FLAGS.seed, FLAGS.seed + FLAGS.seeds):
             run_dir = _train(os.path.join(out_dir, "runs", dt.run_name(v, seed, FLAGS.adv_recipe)),
                              v, seed)
             result = _evaluate(run_dir, levels)
             logging.info("%s seed %d: %s", v.label, seed, result["accuracy"])
-            bar.advance(1, f"{v.label} seed {seed} trained and evaluated")
             per_run.setdefault(v.key, []).append(result["accuracy"])
             runs.setdefault(v.key, []).append(result)
     adv_desc = (f"FGSM on {FLAGS.adv_ratio:.0%} of each batch, eps matched to "
@@ -160,5 +158,9 @@ def main(argv):
           f"in {time.time() - start:.0f}s")
 
 
-if __name__ == "__main__":
+def console_main():
     common.run(main, required=("output_dir",))
+
+
+if __name__ == "__main__":
+    console_main()

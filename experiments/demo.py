@@ -4,11 +4,13 @@ r"""The main study on the embedded data (``make demo``), end to end in a few min
    embedded MNIST subset into ``--output_dir`` and its batch-norm variant into
    ``<output_dir>_bn``; overlay their test-accuracy curves (that report's Fig. 4).
 2. Attack the first with FGSM (eps 0.2), PGD (eps 0.2), box-constrained L-BFGS (32 targeted
-   pairs, seed 004) and SNR-bounded FGSM (33 dB, seed 002): ``<output_dir>/attacks/<name>/``.
-3. Robustness table of both runs, Clean/50/45/40/33 dB (seed 002 format) and L-inf eps:
-   ``<output_dir>/robustness_snr/``, ``<output_dir>/robustness_linf/``.
+   pairs, Hinthorn's thesis) and SNR-bounded FGSM (33 dB, Moreira Freitas 2018):
+   ``<output_dir>/attacks/<name>/``.
+3. Robustness table of both runs, Clean/50/45/40/33 dB (Moreira Freitas 2018's format) and
+   L-inf eps: ``<output_dir>/robustness_snr/``, ``<output_dir>/robustness_linf/``.
 4. Every visualization method on the first run, with the L-BFGS pairs for the
-   clean-vs-adversarial views (seed 001, 003, 004): ``<output_dir>/vis/``.
+   clean-vs-adversarial views (the course assignment, the lecture slides, Hinthorn):
+   ``<output_dir>/vis/``.
 
 Each step is an ``experiments`` script run as a user would run it; a step whose output
 records the same arguments and the same model fingerprints is skipped on a rerun (so an
@@ -125,5 +127,9 @@ def main(argv):
     print(f"Report: {os.path.join(out, 'report', report.REPORT_HTML)} (and report.md)")
 
 
-if __name__ == "__main__":
+def console_main():
     common.run(main, required=("output_dir",))
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,6 +1,6 @@
-r"""Adversarial detection (seed 000 §1.3.2): a detector on the classifier's penultimate
-features learns clean (0) vs adversarial (1) from attacked *training* images, then is
-scored on attacked *test* images it never saw.
+r"""Adversarial detection (Bhagwat 2019's seminar report §1.3.2): a detector on the
+classifier's penultimate features learns clean (0) vs adversarial (1) from attacked
+*training* images, then is scored on attacked *test* images it never saw.
 
   python -m experiments.detect --model_dir=runs/mnist --attack=fgsm --eps=0.2 \
       --output_dir=runs/mnist/detect
@@ -19,13 +19,15 @@ import numpy as np
 from absl import flags, logging
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from cnnvis_tf import attacks, datasets, defenses, evaluation, rundir
+from cnnvis_tf import attacks, defenses, evaluation, rundir
+from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import plotting
 from experiments import common
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model_dir", None, "Run directory written by experiments.train.")
+flags.DEFINE_string("model_dir", None, "Run directory written by experiments.train (or pass "
+                    "--model_path/--model with --dataset).")
 flags.DEFINE_string("data_dir", None, "Dataset folder (default: the run's).")
 flags.DEFINE_enum("attack", "fgsm", sorted(n for n in attacks.ATTACKS
                                            if n not in attacks.TARGETED_ONLY),
@@ -40,14 +42,17 @@ flags.DEFINE_integer("epochs", 20, "Detector training epochs.", lower_bound=1)
 flags.DEFINE_string("feature_layer", None, "Layer feeding the detector (default: the "
                     "penultimate layer).")
 flags.DEFINE_integer("batch_size", 256, "Examples per attack call.", lower_bound=1)
+common.define_source_flags()
 
 
 def main(argv):
     del argv
     kwargs = attacks.attack_kwargs(FLAGS.attack, eps=FLAGS.eps, snr=FLAGS.snr_db,
                                    params=FLAGS.params)
-    run = rundir.load_run(FLAGS.model_dir)
-    data = datasets.load_for_run(run.config, FLAGS.data_dir)
+    run, data = common.load_source(data_dir=FLAGS.data_dir)
+    if len(data.x_train) == 0:
+        raise InputError(f"--dataset={FLAGS.dataset} has no training images (x_train, "
+                         "y_train) to fit the detector on; add them to the .npz.")
     detector = defenses.AdversarialDetector(run.model, feature_layer=FLAGS.feature_layer,
                                             seed=FLAGS.seed)
     out_dir = common.make_output_dir(FLAGS.output_dir)
@@ -86,8 +91,9 @@ def main(argv):
     rundir.write_record(out_dir, common.record("experiments.detect", {
         "attack": FLAGS.attack, "attack_kwargs": params, "num_train": n_tr,
         "num_examples": n_te, "epochs": FLAGS.epochs, "feature_layer": FLAGS.feature_layer,
-        "final_train_loss": float(history["loss"][-1]) if "loss" in history else None},
-        {FLAGS.model_dir: run.fingerprint}))
+        "final_train_loss": float(history["loss"][-1]) if "loss" in history else None,
+        **common.source_facts(run)},
+        {run.path: run.fingerprint}))
     rundir.write_json(os.path.join(out_dir, "metrics.json"), metrics)  # completion marker
     logging.info("detection rate %.3f at false-positive rate %.3f (AUC %.3f)",
                  metrics["detection_rate"], metrics["false_positive_rate"],
@@ -97,5 +103,9 @@ def main(argv):
           f"roc_auc={metrics['roc_auc']:.3f}")
 
 
+def console_main():
+    common.run(main, required=(common.MODEL_SOURCE_FLAGS, "output_dir"))
+
+
 if __name__ == "__main__":
-    common.run(main, required=("model_dir", "output_dir"))
+    console_main()

@@ -4,7 +4,7 @@ r"""Robustness table: accuracy of several models clean and under growing attack 
       --budget=snr --levels=50,45,40,33 --output_dir=runs/table
 
 Rows are models (runs joined with ``+`` are repeats of one variant: cells show
-mean ± std), columns are "Clean" then each level (seed 002 table format), cells are
+mean ± std), columns are "Clean" then each level (Moreira Freitas 2018's table format), cells are
 accuracies in percent. ``--budget=snr`` uses SNR-bounded FGSM; ``linf``/``l2`` use
 ``--attack`` (FGSM/FGM sweeps compute the gradient once). Writes ``table.md``,
 ``table.csv`` (numbers, unit in the header, sample std), ``config.json`` (effective
@@ -18,9 +18,8 @@ import os
 import numpy as np
 from absl import flags, logging
 
-from cnnvis_tf import attacks, datasets, evaluation, rundir, tblog
+from cnnvis_tf import attacks, evaluation, rundir
 from cnnvis_tf.errors import InputError
-from cnnvis_tf.progress import Progress
 from cnnvis_tf.vis import plotting as plots
 from experiments import common
 
@@ -28,7 +27,8 @@ FLAGS = flags.FLAGS
 
 DEFAULT_LEVELS = {"snr": "50,45,40,33", "linf": "0.05,0.1,0.2,0.3", "l2": "0.5,1,2,3"}
 
-flags.DEFINE_string("model_dirs", None, "Comma-separated run directories; join repeats of "
+flags.DEFINE_string("model_dirs", None, "Comma-separated run directories or model files "
+                    "(.keras, .h5, SavedModel; then --dataset); join repeats of "
                     "one variant with '+'.")
 flags.DEFINE_string("names", None, "Comma-separated row names (default: directory names).")
 flags.DEFINE_string("data_dir", None, "Dataset folder (default: each run's).")
@@ -45,6 +45,7 @@ flags.DEFINE_integer("num_examples", 1000, "First N test images.", lower_bound=1
 flags.DEFINE_integer("batch_size", 256, "Examples per attack call.", lower_bound=1)
 common.define_defense_flags()
 flags.DEFINE_bool("sanity", True, "Run gradient-masking sanity checks (PGD, unbounded BIM).")
+common.define_source_flags()
 
 
 def _budget():
@@ -67,22 +68,15 @@ def _levels():
     return levels
 
 
-def _curve(run, model, x, y, levels, attack, kwargs, bar, name):
+def _curve(run, model, x, y, levels, attack, kwargs):
     box = {"clip_min": run.clip_min, "clip_max": run.clip_max, "batch_size": FLAGS.batch_size}
     if _budget() == "snr":
         acc, achieved = evaluation.accuracy_vs_snr(model, x, y, levels, **box)
         budgets = [-s for s in levels]  # a lower SNR is a larger budget
-        bar.advance(len(levels), f"{name}: SNR sweep (one gradient)")
-    elif attack in ("fgsm", "fgm_l2") and not kwargs:
-        acc = evaluation.accuracy_vs_eps(model, x, y, levels, attack=attack, **box)
+    else:
+        acc = evaluation.accuracy_vs_eps(model, x, y, levels, attack=attack, **box,
+                                         **kwargs)
         achieved, budgets = None, levels
-        bar.advance(len(levels), f"{name}: {attack} sweep (one gradient)")
-    else:  # one attack per level: progress per level
-        acc, achieved, budgets = {}, None, levels
-        for level in levels:
-            acc.update(evaluation.accuracy_vs_eps(model, x, y, [level], attack=attack, **box,
-                                                  **kwargs))
-            bar.advance(1, f"{name}: {attack} at {level:g}")
     flags_ = evaluation.sanity_flags(budgets, [acc[v] for v in levels])
     if FLAGS.sanity:
         span = run.clip_max - run.clip_min
@@ -93,7 +87,6 @@ def _curve(run, model, x, y, levels, attack, kwargs, bar, name):
         flags_["messages"] = sorted(set(flags_["messages"] + checks["messages"]))
         flags_["ok"] = not flags_["messages"]
         flags_["checks"] = checks
-        bar.advance(1, f"{name}: sanity checks")
     return acc, achieved, flags_
 
 
@@ -103,7 +96,9 @@ def _col(level):
 
 def main(argv):
     del argv
-    groups = [[d for d in g.split("+") if d.strip()] for g in FLAGS.model_dirs.split(",")]
+    groups = [[d for d in g.split("+") if d.strip()]
+              for g in FLAGS.model_dirs.split(",")] if FLAGS.model_dirs else []
+    groups += [[spec] for spec in (FLAGS.model_path, FLAGS.model) if spec]
     if not groups or any(not g for g in groups):
         raise InputError(f"--model_dirs={FLAGS.model_dirs!r} has an empty entry; pass run "
                          "directories separated by ',' (repeats of one variant by '+').")
@@ -114,7 +109,7 @@ def main(argv):
                          f"{len(groups)} models; give one distinct name per model.")
     levels = _levels()
     if _budget() == "snr" and FLAGS.attack not in (None, "fgsm", "snr_fgsm"):
-        raise InputError(f"SNR budgets use FGSM (snr_fgsm, seed 002); drop "
+        raise InputError(f"SNR budgets use FGSM (snr_fgsm, Moreira Freitas 2018); drop "
                          f"--attack={FLAGS.attack} or use --eps=... for other attacks.")
     attack = FLAGS.attack or {"linf": "fgsm", "l2": "fgm_l2"}.get(_budget(), "snr_fgsm")
     kwargs = {}
@@ -132,18 +127,15 @@ def main(argv):
     common.begin(out_dir, "results.json")
     columns = ["Clean"] + levels
     results, curves, errors, fingerprints, cells = {}, {}, {}, {}, {}
-    bar = Progress(sum(map(len, groups)) * (len(levels) + bool(FLAGS.sanity)), "robustness",
-                   unit="levels", interval=0, inplace=False)
     for name, dirs in zip(names, groups, strict=True):
         per_run = []
         for d in dirs:
-            run = rundir.load_run(d)
+            run, data = common.load_source(d, data_dir=FLAGS.data_dir)
             fingerprints[d] = run.fingerprint
-            data = datasets.load_for_run(run.config, FLAGS.data_dir)
             n = min(FLAGS.num_examples, len(data.x_test))
             x, y = data.x_test[:n], data.y_test[:n].astype(np.int64)
             model, defense = common.apply_defense(run.model, data, run.clip_min, run.clip_max)
-            acc, achieved, sanity = _curve(run, model, x, y, levels, attack, kwargs, bar, name)
+            acc, achieved, sanity = _curve(run, model, x, y, levels, attack, kwargs)
             logging.info("%s (%s): %s; sanity %s", name, d, acc, sanity["messages"] or "ok")
             per_run.append({"dir": d, "model_fingerprint": run.fingerprint, **defense,
                             "accuracy": acc,
@@ -171,12 +163,9 @@ def main(argv):
         notes=notes)
     fig_dir = os.path.join(out_dir, "figures")
     os.makedirs(fig_dir, exist_ok=True)
-    figure = plots.plot_curves(
-        os.path.join(fig_dir, f"accuracy_vs_{_budget()}.png"), curves, xlabel=unit,
-        reverse_x=_budget() == "snr", errors=errors,
-        title=f"{attack} ({results[names[0]]['runs'][0]['num_examples']} images)")
-    tblog.log_images(list(fingerprints), out_dir, "robustness",
-                     figures=[figure] if figure.endswith(".png") else [])
+    plots.plot_curves(os.path.join(fig_dir, f"accuracy_vs_{_budget()}.png"), curves,
+                      xlabel=unit, reverse_x=_budget() == "snr", errors=errors,
+                      title=f"{attack} ({results[names[0]]['runs'][0]['num_examples']} images)")
     params = {"budget": _budget(), "levels": levels, "attack": attack, "attack_kwargs": kwargs,
               "num_examples": FLAGS.num_examples, "sanity": FLAGS.sanity, "names": names,
               "defense": FLAGS.defense, "defense_epochs": FLAGS.defense_epochs,
@@ -188,5 +177,9 @@ def main(argv):
         print(f.read(), end="")
 
 
+def console_main():
+    common.run(main, required=(("model_dirs", "model_path", "model"), "output_dir"))
+
+
 if __name__ == "__main__":
-    common.run(main, required=("model_dirs", "output_dir"))
+    console_main()

@@ -1,4 +1,5 @@
-r"""Seed 004's selective-dropout experiment on a run directory and its L-BFGS pairs.
+r"""Hinthorn's selective-dropout experiment (Princeton thesis) on a run directory and its
+L-BFGS pairs.
 
   python -m experiments.selective_dropout --model_dir=runs/mnist --output_dir=runs/sd
   python -m experiments.selective_dropout --model_dir=runs/mnist \
@@ -23,7 +24,6 @@ from absl import flags, logging
 
 from cnnvis_tf import attacks, checks, datasets, rundir
 from cnnvis_tf.errors import InputError
-from cnnvis_tf.progress import Progress
 from cnnvis_tf.recipes import selective_dropout as sdp
 from cnnvis_tf.vis import plotting
 from experiments import common
@@ -38,7 +38,7 @@ flags.DEFINE_integer("num_pairs", 128, "Images attacked when --adversarial is no
                      lower_bound=2)
 flags.DEFINE_string("lbfgs_params", "",
                     "Extra L-BFGS arguments 'key=value,...'. By default the attack searches c "
-                    "by bisection (6 rounds), the smallest perturbation as in seed 004 "
+                    "by bisection (6 rounds), the smallest perturbation as in Hinthorn "
                     "(Szegedy et al. 2014); 'binary_search_steps=1,initial_const=0.1' gives "
                     "faster, more confident adversarials instead.")
 flags.DEFINE_string("p", "0.2,0.5,0.7", "Fractions of units trained by SD_p, each in (0, 1].")
@@ -112,15 +112,11 @@ def main(argv):
     rundir.write_adversarial(out_dir, x=pairs["x"], x_adv=pairs["x_adv"], y=pairs["y"],
                              pred_clean=pairs["y"], pred_adv=pairs["y_adv"])
     n_test = min(FLAGS.num_test, len(data.x_test))
-    # k/N with ETA per fine-tuning run: control + SD_p per layer, per grouping and rate.
-    bar = Progress(len(groupings) * len(learning_rates) * (
-        1 + len(layers) * sum(p < 1 for p in p_values)), "selective_dropout", unit="runs",
-        interval=0, inplace=False)
     results = sdp.run_protocol(
         run.model, pairs, groupings=groupings, p_values=p_values, layers=layers,
         learning_rates=learning_rates, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         alpha=FLAGS.alpha, seed=FLAGS.seed, x_test=data.x_test[:n_test] if n_test else None,
-        y_test=data.y_test[:n_test].astype(np.int64) if n_test else None, log=bar.advance_note)
+        y_test=data.y_test[:n_test].astype(np.int64) if n_test else None, log=logging.info)
     metrics = {"adv_val": "held-out adversarial images (seed 004 Tables 1-3)",
                "orig_val": "their original images", "test": f"{n_test} clean test images"}
     lines, csv_rows, columns = [], [], None
@@ -169,5 +165,9 @@ def main(argv):
           f"{time.time() - start:.0f}s")
 
 
-if __name__ == "__main__":
+def console_main():
     common.run(main, required=("model_dir", "output_dir"))
+
+
+if __name__ == "__main__":
+    console_main()

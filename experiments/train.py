@@ -34,5 +34,9 @@ def main(argv):
     )
 
 
-if __name__ == "__main__":
+def console_main():
     common.run(main, required=("output_dir",))
+
+
+if __name__ == "__main__":
+    console_main()

@@ -13,14 +13,15 @@ import os
 import numpy as np
 from absl import flags, logging
 
-from cnnvis_tf import attacks, datasets, evaluation, rundir
+from cnnvis_tf import attacks, evaluation, rundir
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import plotting as plots
 from experiments import common
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model_dirs", None, "Comma-separated run directories (at least two).")
+flags.DEFINE_string("model_dirs", None, "Comma-separated run directories or model files "
+                    "(.keras, .h5, SavedModel; then --dataset), at least two.")
 flags.DEFINE_string("names", None, "Comma-separated model names (default: directory names).")
 flags.DEFINE_string("data_dir", None, "Dataset folder (default: the first run's).")
 flags.DEFINE_enum("attack", "fgsm", sorted(attacks.ATTACKS), "Attack run on each source.")
@@ -29,11 +30,13 @@ flags.DEFINE_float("snr_db", None, "Budget of snr_fgsm in dB.")
 flags.DEFINE_string("params", "", "Extra attack arguments 'key=value,...'.")
 flags.DEFINE_integer("num_examples", 500, "First N test images.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 256, "Examples per attack call.", lower_bound=1)
+common.define_source_flags()
 
 
 def main(argv):
     del argv
     dirs = [d.strip() for d in (FLAGS.model_dirs or "").split(",") if d.strip()]
+    dirs += [spec for spec in (FLAGS.model_path, FLAGS.model) if spec]
     if len(dirs) < 2:
         raise InputError("--model_dirs needs at least two run directories, comma-separated.")
     names = FLAGS.names.split(",") if FLAGS.names else [
@@ -45,13 +48,14 @@ def main(argv):
     if FLAGS.attack in attacks.TARGETED_ONLY:
         raise InputError(f"--attack={FLAGS.attack} is targeted; transfer uses untargeted "
                          "attacks.")
-    runs = [rundir.load_run(d) for d in dirs]
+    loaded = [common.load_source(d, data_dir=FLAGS.data_dir) for d in dirs]
+    runs = [r for r, _ in loaded]
     facts = {(r.dataset_name, tuple(r.config["input_shape"]), r.clip_min, r.clip_max)
              for r in runs}
     if len(facts) != 1:
         raise InputError(f"The runs differ in dataset, input shape or clip range ({facts}); "
                          "transfer needs models of the same task.")
-    data = datasets.load_for_run(runs[0].config, FLAGS.data_dir)
+    data = loaded[0][1]
     out_dir = common.make_output_dir(FLAGS.output_dir)
     common.begin(out_dir, "results.json")
     n = min(FLAGS.num_examples, len(data.x_test))
@@ -86,5 +90,9 @@ def main(argv):
         logging.info("\n%s", f.read())
 
 
+def console_main():
+    common.run(main, required=(("model_dirs", "model_path", "model"), "output_dir"))
+
+
 if __name__ == "__main__":
-    common.run(main, required=("model_dirs", "output_dir"))
+    console_main()

@@ -17,14 +17,14 @@ import time
 
 from absl import flags, logging
 
-from cnnvis_tf import datasets, rundir, tblog
+from cnnvis_tf import rundir
 from cnnvis_tf.errors import InputError
-from cnnvis_tf.progress import Progress
 from experiments import common
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model_dir", None, "Run directory written by experiments.train.")
+flags.DEFINE_string("model_dir", None, "Run directory written by experiments.train (or pass "
+                    "--model_path/--model with --dataset).")
 flags.DEFINE_string("methods", "filters,activations,occlusion,saliency",
                     "Comma-separated visualization methods, or 'all'.")
 flags.DEFINE_integer("image_index", 0, "Index of the test image to explain.", lower_bound=0)
@@ -48,11 +48,7 @@ flags.DEFINE_integer("num_facets", 3, "Facets (k-means clusters of the top image
                      "multifaceted.", lower_bound=1)
 flags.DEFINE_integer("steps", 100, "Optimization steps (class_model, filter_max, inversion).",
                      lower_bound=1)
-flags.DEFINE_integer("occlusion_patch", 14, "Side in pixels of the gray square occlusion "
-                     "slides over the image (Zeiler & Fergus 2014).", lower_bound=1)
-flags.DEFINE_integer("occlusion_stride", 7, "Step in pixels between occlusion patch "
-                     "positions (the last row/column always touches the border).",
-                     lower_bound=1)
+common.define_source_flags()
 
 
 flags.register_validator(
@@ -71,11 +67,12 @@ def main(argv):
                              "output_dir>/adversarial.npz.")
         logging.warning("Skipping adversarial_diff: no --adversarial file given.")
         names.remove("adversarial_diff")
-    run = rundir.load_run(FLAGS.model_dir)
-    other = rundir.load_run(FLAGS.other_model_dir) if FLAGS.other_model_dir else None
-    data = datasets.load_for_run(run.config)
+    run, data = common.load_source()
+    other = (rundir.load_run(os.path.expanduser(FLAGS.other_model_dir))
+             if FLAGS.other_model_dir else None)
+    adversarial = os.path.expanduser(FLAGS.adversarial) if FLAGS.adversarial else None
     if FLAGS.adversarial and "adversarial_diff" in names:
-        rundir.read_adversarial(FLAGS.adversarial)  # a bad file fails before any output
+        rundir.read_adversarial(adversarial)  # a bad file fails before any output
     out_dir = common.make_output_dir(FLAGS.output_dir)
     common.begin(out_dir, rundir.CONFIG)
     if FLAGS.image_index >= len(data.x_test):
@@ -91,29 +88,25 @@ def main(argv):
         model=run.model, x=x, y=y, index=index, layer=FLAGS.layer, channel=FLAGS.channel,
         class_names=run.class_names, clip_min=run.clip_min, clip_max=run.clip_max,
         initial_weights=os.path.join(run.path, rundir.INITIAL_WEIGHTS),
-        adversarial=FLAGS.adversarial, steps=FLAGS.steps, seed=FLAGS.seed,
+        adversarial=adversarial, steps=FLAGS.steps, seed=FLAGS.seed,
         filter_index=FLAGS.filter_index, regularization=FLAGS.regularization,
         position=tuple(int(p) for p in FLAGS.position) if FLAGS.position else None,
         other_model=other.model if other else None, num_facets=FLAGS.num_facets,
-        occlusion_patch=FLAGS.occlusion_patch, occlusion_stride=FLAGS.occlusion_stride,
     )
-    seconds, pngs = {}, []
-    bar = Progress(len(names), "visualize", unit="methods", interval=0, inplace=False)
+    seconds = {}
     for k, name in enumerate(names, 1):
         start = time.time()
         paths = methods.run(name, ctx, out_dir)
         seconds[name] = time.time() - start
-        pngs += [os.path.join(out_dir, p) for p in paths if p.endswith(".png")]
-        bar.update(k, f"{name}: {seconds[name]:.1f}s -> {', '.join(paths)}")
-    tblog.log_images(run.path, out_dir, "visualize", figures=pngs)
+        logging.info("[%d/%d] %s: %.1fs -> %s", k, len(names), name, seconds[name],
+                     ", ".join(paths))
     params = {"methods": names, "image_index": FLAGS.image_index, "layer": FLAGS.layer,
               "channel": FLAGS.channel, "adversarial": FLAGS.adversarial,
               "num_examples": n, "steps": FLAGS.steps, "seed": FLAGS.seed,
               "filter_index": FLAGS.filter_index, "position": FLAGS.position,
               "regularization": FLAGS.regularization, "other_model_dir": FLAGS.other_model_dir,
-              "num_facets": FLAGS.num_facets, "occlusion_patch": FLAGS.occlusion_patch,
-              "occlusion_stride": FLAGS.occlusion_stride}
-    fingerprints = {FLAGS.model_dir: run.fingerprint}
+              "num_facets": FLAGS.num_facets, **common.source_facts(run)}
+    fingerprints = {run.path: run.fingerprint}
     if other:
         fingerprints[FLAGS.other_model_dir] = other.fingerprint
     rec = common.record("experiments.visualize", params, fingerprints)
@@ -121,5 +114,9 @@ def main(argv):
     rundir.write_record(out_dir, rec)  # written last: marks a finished run
 
 
+def console_main():
+    common.run(main, required=(common.MODEL_SOURCE_FLAGS, "output_dir"))
+
+
 if __name__ == "__main__":
-    common.run(main, required=("model_dir", "output_dir"))
+    console_main()
