@@ -76,7 +76,11 @@ def summarize(per_image: dict) -> dict:
 
 
 def _legend(fig):
-    fig.axes[0].legend(fontsize=7, ncol=2, framealpha=0.6)
+    """Dashed lines after the tenth (the colour cycle repeats), a small two-column legend."""
+    ax = fig.axes[0]
+    for line in ax.lines[10:]:
+        line.set_linestyle("--")
+    ax.legend(fontsize=7, ncol=2, framealpha=0.6)
     return fig
 
 
