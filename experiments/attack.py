@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from absl import flags, logging
 
-from cnnvis_tf import attacks, evaluation, rundir
+from cnnvis_tf import attacks, evaluation, rundir, tblog
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import plotting as plots
 from experiments import common
@@ -108,7 +108,9 @@ def main(argv):
     )
     plots.plot_examples(os.path.join(fig_dir, "examples.png"), x, x_adv, y, pred_clean,
                         pred_adv, run.class_names, clip_min=run.clip_min, clip_max=run.clip_max,
-                        conf_clean=conf_clean, conf_adv=conf_adv)
+                        conf_clean=conf_clean, conf_adv=conf_adv, targets=targets,
+                        attack=FLAGS.attack, budget=plots.budget_label(params),
+                        success_rate=metrics["success_rate"])
     if FLAGS.attack == "iterative_noise" and n > 1:  # seed 001 fig. 16: re-use image 0's noise
         reused = attacks.apply_noise(x[1:], x_adv[:1] - x[:1], clip_min=run.clip_min,
                                      clip_max=run.clip_max)
@@ -119,6 +121,10 @@ def main(argv):
         plots.plot_examples(os.path.join(fig_dir, "noise_reuse.png"), x[1:], reused, y[1:],
                             pred_clean[1:], pred_reused, run.class_names,
                             clip_min=run.clip_min, clip_max=run.clip_max)
+    tblog.log_images(FLAGS.model_dir, out_dir, "attack", x=x, x_adv=x_adv,
+                     clip_min=run.clip_min, clip_max=run.clip_max, figures=[
+                         os.path.join(fig_dir, f) for f in sorted(os.listdir(fig_dir))
+                         if f.endswith(".png")])
     rundir.write_json(os.path.join(out_dir, "metrics.json"), metrics)  # completion marker
     logging.info("clean %.4f -> adversarial %.4f (success %.4f, mean L2 %.4f) in %.1fs",
                  metrics["clean_accuracy"], metrics["adversarial_accuracy"],

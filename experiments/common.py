@@ -16,6 +16,15 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string("output_dir", None, "Directory every output is written to.")
 flags.DEFINE_integer("seed", 0, "Seed of weights, data order and splits.")
+flags.DEFINE_enum("figure_format", "png", ["png", "pdf", "svg"], "File format of the "
+                  "figures the script writes (pdf/svg: vector, for papers).")
+
+
+def apply_figure_format() -> None:
+    """Makes :mod:`cnnvis_tf.vis.plotting` write figures in ``--figure_format``."""
+    from cnnvis_tf.vis import plotting
+
+    plotting.set_figure_format(FLAGS.figure_format)
 flags.DEFINE_integer(
     "num_cpu_devices", 0,
     "If > 1, split the CPU into this many logical devices (to test --strategy=mirrored "
@@ -56,6 +65,23 @@ def make_output_dir(path):
     return path
 
 
+def resume_command(argv=None):
+    """The command line that reruns this script with the same flags, e.g. ``python -m
+    experiments.train --epochs=5 --output_dir=runs/a`` (the Ctrl-C message names it)."""
+    import shlex
+    import shutil
+
+    argv = list(sys.argv if argv is None else argv)
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        python = "python" if shutil.which("python") == sys.executable else sys.executable
+        head = [python, "-m", spec.name]
+    else:  # a console command (cnnvis-train) or a script path
+        head = [os.path.basename(argv[0]) if shutil.which(os.path.basename(argv[0] or ""))
+                else argv[0]]
+    return shlex.join(head + argv[1:])
+
+
 def run(main, required=()):
     """``app.run`` with one-line errors for bad input and for Ctrl-C.
 
@@ -74,6 +100,7 @@ def run(main, required=()):
             if missing:
                 raise InputError(f"{', '.join(missing)} is required: see --help for what to "
                                  "pass.")
+            apply_figure_format()
             return main(argv)
         except InputError as err:
             sys.stderr.write(f"error: {err}\n")
@@ -81,7 +108,7 @@ def run(main, required=()):
             sys.exit(2)
         except KeyboardInterrupt:
             sys.stderr.write("interrupted: rerun the same command to resume where it "
-                             "stopped.\n")
+                             f"stopped: {resume_command()}\n")
             sys.stderr.flush()
             sys.exit(130)
 
@@ -217,7 +244,7 @@ def effective_attack_params(name, kwargs, seed=None):
     for f in chain:
         for p in inspect.signature(f).parameters.values():
             if p.default is not inspect.Parameter.empty and p.name not in (
-                    "y", "clip_min", "clip_max", "from_probabilities"):
+                    "y", "clip_min", "clip_max", "from_probabilities", "progress"):
                 out.setdefault(p.name, p.default)
     if name in fronts:
         out["norm"] = fronts[name][1]

@@ -23,6 +23,7 @@ from absl import flags, logging
 
 from cnnvis_tf import datasets, recipes, rundir
 from cnnvis_tf.errors import InputError
+from cnnvis_tf.progress import Progress
 from cnnvis_tf.recipes import defense_table as dt
 from cnnvis_tf.vis import curves
 from cnnvis_tf.vis import plotting as plots
@@ -102,12 +103,15 @@ def main(argv):
     common.begin(out_dir, "results.json")
     start = time.time()
     per_run, runs = {}, {}
+    bar = Progress(len(variants) * FLAGS.seeds, "defense_table", unit="runs", interval=0,
+                   inplace=False)
     for v in variants:
         for seed in range(FLAGS.seed, FLAGS.seed + FLAGS.seeds):
             run_dir = _train(os.path.join(out_dir, "runs", dt.run_name(v, seed, FLAGS.adv_recipe)),
                              v, seed)
             result = _evaluate(run_dir, levels)
             logging.info("%s seed %d: %s", v.label, seed, result["accuracy"])
+            bar.advance(1, f"{v.label} seed {seed} trained and evaluated")
             per_run.setdefault(v.key, []).append(result["accuracy"])
             runs.setdefault(v.key, []).append(result)
     adv_desc = (f"FGSM on {FLAGS.adv_ratio:.0%} of each batch, eps matched to "

@@ -18,8 +18,9 @@ import os
 import numpy as np
 from absl import flags, logging
 
-from cnnvis_tf import attacks, evaluation, rundir
+from cnnvis_tf import attacks, evaluation, rundir, tblog
 from cnnvis_tf.errors import InputError
+from cnnvis_tf.progress import Progress
 from cnnvis_tf.vis import plotting as plots
 from experiments import common
 
@@ -68,15 +69,22 @@ def _levels():
     return levels
 
 
-def _curve(run, model, x, y, levels, attack, kwargs):
+def _curve(run, model, x, y, levels, attack, kwargs, bar, name):
     box = {"clip_min": run.clip_min, "clip_max": run.clip_max, "batch_size": FLAGS.batch_size}
     if _budget() == "snr":
         acc, achieved = evaluation.accuracy_vs_snr(model, x, y, levels, **box)
         budgets = [-s for s in levels]  # a lower SNR is a larger budget
-    else:
-        acc = evaluation.accuracy_vs_eps(model, x, y, levels, attack=attack, **box,
-                                         **kwargs)
+        bar.advance(len(levels), f"{name}: SNR sweep (one gradient)")
+    elif attack in ("fgsm", "fgm_l2") and not kwargs:
+        acc = evaluation.accuracy_vs_eps(model, x, y, levels, attack=attack, **box)
         achieved, budgets = None, levels
+        bar.advance(len(levels), f"{name}: {attack} sweep (one gradient)")
+    else:  # one attack per level: progress per level
+        acc, achieved, budgets = {}, None, levels
+        for level in levels:
+            acc.update(evaluation.accuracy_vs_eps(model, x, y, [level], attack=attack, **box,
+                                                  **kwargs))
+            bar.advance(1, f"{name}: {attack} at {level:g}")
     flags_ = evaluation.sanity_flags(budgets, [acc[v] for v in levels])
     if FLAGS.sanity:
         span = run.clip_max - run.clip_min
@@ -87,6 +95,7 @@ def _curve(run, model, x, y, levels, attack, kwargs):
         flags_["messages"] = sorted(set(flags_["messages"] + checks["messages"]))
         flags_["ok"] = not flags_["messages"]
         flags_["checks"] = checks
+        bar.advance(1, f"{name}: sanity checks")
     return acc, achieved, flags_
 
 
@@ -127,6 +136,8 @@ def main(argv):
     common.begin(out_dir, "results.json")
     columns = ["Clean"] + levels
     results, curves, errors, fingerprints, cells = {}, {}, {}, {}, {}
+    bar = Progress(sum(map(len, groups)) * (len(levels) + bool(FLAGS.sanity)), "robustness",
+                   unit="levels", interval=0, inplace=False)
     for name, dirs in zip(names, groups, strict=True):
         per_run = []
         for d in dirs:
@@ -135,7 +146,7 @@ def main(argv):
             n = min(FLAGS.num_examples, len(data.x_test))
             x, y = data.x_test[:n], data.y_test[:n].astype(np.int64)
             model, defense = common.apply_defense(run.model, data, run.clip_min, run.clip_max)
-            acc, achieved, sanity = _curve(run, model, x, y, levels, attack, kwargs)
+            acc, achieved, sanity = _curve(run, model, x, y, levels, attack, kwargs, bar, name)
             logging.info("%s (%s): %s; sanity %s", name, d, acc, sanity["messages"] or "ok")
             per_run.append({"dir": d, "model_fingerprint": run.fingerprint, **defense,
                             "accuracy": acc,
@@ -163,9 +174,12 @@ def main(argv):
         notes=notes)
     fig_dir = os.path.join(out_dir, "figures")
     os.makedirs(fig_dir, exist_ok=True)
-    plots.plot_curves(os.path.join(fig_dir, f"accuracy_vs_{_budget()}.png"), curves,
-                      xlabel=unit, reverse_x=_budget() == "snr", errors=errors,
-                      title=f"{attack} ({results[names[0]]['runs'][0]['num_examples']} images)")
+    figure = plots.plot_curves(
+        os.path.join(fig_dir, f"accuracy_vs_{_budget()}.png"), curves, xlabel=unit,
+        reverse_x=_budget() == "snr", errors=errors,
+        title=f"{attack} ({results[names[0]]['runs'][0]['num_examples']} images)")
+    tblog.log_images(list(fingerprints), out_dir, "robustness",
+                     figures=[figure] if figure.endswith(".png") else [])
     params = {"budget": _budget(), "levels": levels, "attack": attack, "attack_kwargs": kwargs,
               "num_examples": FLAGS.num_examples, "sanity": FLAGS.sanity, "names": names,
               "defense": FLAGS.defense, "defense_epochs": FLAGS.defense_epochs,

@@ -24,6 +24,7 @@ from absl import flags, logging
 
 from cnnvis_tf import attacks, checks, datasets, rundir
 from cnnvis_tf.errors import InputError
+from cnnvis_tf.progress import Progress
 from cnnvis_tf.recipes import selective_dropout as sdp
 from cnnvis_tf.vis import plotting
 from experiments import common
@@ -112,11 +113,15 @@ def main(argv):
     rundir.write_adversarial(out_dir, x=pairs["x"], x_adv=pairs["x_adv"], y=pairs["y"],
                              pred_clean=pairs["y"], pred_adv=pairs["y_adv"])
     n_test = min(FLAGS.num_test, len(data.x_test))
+    # k/N with ETA per fine-tuning run: control + SD_p per layer, per grouping and rate.
+    bar = Progress(len(groupings) * len(learning_rates) * (
+        1 + len(layers) * sum(p < 1 for p in p_values)), "selective_dropout", unit="runs",
+        interval=0, inplace=False)
     results = sdp.run_protocol(
         run.model, pairs, groupings=groupings, p_values=p_values, layers=layers,
         learning_rates=learning_rates, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         alpha=FLAGS.alpha, seed=FLAGS.seed, x_test=data.x_test[:n_test] if n_test else None,
-        y_test=data.y_test[:n_test].astype(np.int64) if n_test else None, log=logging.info)
+        y_test=data.y_test[:n_test].astype(np.int64) if n_test else None, log=bar.advance_note)
     metrics = {"adv_val": "held-out adversarial images (seed 004 Tables 1-3)",
                "orig_val": "their original images", "test": f"{n_test} clean test images"}
     lines, csv_rows, columns = [], [], None

@@ -17,8 +17,9 @@ import time
 
 from absl import flags, logging
 
-from cnnvis_tf import rundir
+from cnnvis_tf import rundir, tblog
 from cnnvis_tf.errors import InputError
+from cnnvis_tf.progress import Progress
 from experiments import common
 
 FLAGS = flags.FLAGS
@@ -47,6 +48,11 @@ flags.DEFINE_string("other_model_dir", None, "A second run directory of the same
 flags.DEFINE_integer("num_facets", 3, "Facets (k-means clusters of the top images) for "
                      "multifaceted.", lower_bound=1)
 flags.DEFINE_integer("steps", 100, "Optimization steps (class_model, filter_max, inversion).",
+                     lower_bound=1)
+flags.DEFINE_integer("occlusion_patch", 14, "Side in pixels of the gray square occlusion "
+                     "slides over the image (Zeiler & Fergus 2014).", lower_bound=1)
+flags.DEFINE_integer("occlusion_stride", 7, "Step in pixels between occlusion patch "
+                     "positions (the last row/column always touches the border).",
                      lower_bound=1)
 common.define_source_flags()
 
@@ -92,20 +98,24 @@ def main(argv):
         filter_index=FLAGS.filter_index, regularization=FLAGS.regularization,
         position=tuple(int(p) for p in FLAGS.position) if FLAGS.position else None,
         other_model=other.model if other else None, num_facets=FLAGS.num_facets,
+        occlusion_patch=FLAGS.occlusion_patch, occlusion_stride=FLAGS.occlusion_stride,
     )
-    seconds = {}
+    seconds, pngs = {}, []
+    bar = Progress(len(names), "visualize", unit="methods", interval=0, inplace=False)
     for k, name in enumerate(names, 1):
         start = time.time()
         paths = methods.run(name, ctx, out_dir)
         seconds[name] = time.time() - start
-        logging.info("[%d/%d] %s: %.1fs -> %s", k, len(names), name, seconds[name],
-                     ", ".join(paths))
+        pngs += [os.path.join(out_dir, p) for p in paths if p.endswith(".png")]
+        bar.update(k, f"{name}: {seconds[name]:.1f}s -> {', '.join(paths)}")
+    tblog.log_images(run.path, out_dir, "visualize", figures=pngs)
     params = {"methods": names, "image_index": FLAGS.image_index, "layer": FLAGS.layer,
               "channel": FLAGS.channel, "adversarial": FLAGS.adversarial,
               "num_examples": n, "steps": FLAGS.steps, "seed": FLAGS.seed,
               "filter_index": FLAGS.filter_index, "position": FLAGS.position,
               "regularization": FLAGS.regularization, "other_model_dir": FLAGS.other_model_dir,
-              "num_facets": FLAGS.num_facets, **common.source_facts(run)}
+              "num_facets": FLAGS.num_facets, "occlusion_patch": FLAGS.occlusion_patch,
+              "occlusion_stride": FLAGS.occlusion_stride, **common.source_facts(run)}
     fingerprints = {run.path: run.fingerprint}
     if other:
         fingerprints[FLAGS.other_model_dir] = other.fingerprint

@@ -55,6 +55,8 @@ class Context:
     regularization: str = "yosinski"
     other_model: object = None
     num_facets: int = 3
+    occlusion_patch: int = 14
+    occlusion_stride: int = 7
 
     @property
     def image(self):
@@ -99,13 +101,16 @@ def _activations(ctx):
 
 
 def _occlusion(ctx):
-    occ = occlusion.Occlusion(ctx.model, **_clip(ctx))
+    occ = occlusion.Occlusion(ctx.model, ctx.occlusion_patch, ctx.occlusion_stride,
+                              **_clip(ctx))
     r = occ(ctx.image, ctx.label)
     fig = plotting.occlusion(ctx.image, r, min(occ.patch_size, *ctx.image.shape[:2]),
-                             ctx.class_names)
+                             ctx.class_names, stride=occ.stride, fill=occ.fill,
+                             lo=ctx.clip_min, hi=ctx.clip_max)
     facts = {"label": r.label, "base_prob": r.base_prob, "patch_size": occ.patch_size,
              "stride": occ.stride, "fill": occ.fill, "table": r.table()}
-    return Output({"heatmap": r.heatmap, "positions": r.positions}, facts, fig)
+    return Output({"heatmap": r.heatmap, "positions": r.positions, "pixel_map": r.pixel_map},
+                  facts, fig)
 
 
 def _saliency(ctx, cls=saliency.Saliency, title="Saliency |d score / dx|"):
@@ -148,19 +153,27 @@ def _class_model(ctx):
     idx = list(range(min(am.num_units, 16)))
     imgs = am(idx, steps=ctx.steps, regularization="yosinski", seed=ctx.seed)
     fig = plotting.images(imgs, [ctx.name(i) for i in idx], "Class models (Yosinski priors)",
-                          lo=ctx.clip_min, hi=ctx.clip_max)
+                          cols=plotting.grid_shape(len(idx))[1], lo=ctx.clip_min,
+                          hi=ctx.clip_max, panel=2.2)
     return Output({"images": imgs, "classes": np.asarray(idx),
                    "objective": am.objective(imgs, idx)}, None, fig)
 
 
 def _filter_max(ctx):
     layer = ctx.layer or _model.ResolvedModel(ctx.model, "filter_max").last_conv_layer()
-    am = feature_vis.ActivationMaximization(ctx.model, layer, ctx.clip_min, ctx.clip_max)
+    # The centre unit of each filter under Yosinski et al. 2015's regularizers (jitter, L2
+    # decay, blur, clipping of small-norm/small-contribution pixels): localized patterns.
+    am = feature_vis.ActivationMaximization(ctx.model, layer, ctx.clip_min, ctx.clip_max,
+                                            spatial="center")
     idx = list(range(min(am.num_units, 16)))
-    imgs = am(idx, steps=ctx.steps, regularization="l2", tv_weight=0.1, seed=ctx.seed)
+    reg = {"l2": {"regularization": "l2", "tv_weight": 0.1}}.get(
+        ctx.regularization, {"regularization": "yosinski", "l2_weight": 0.01})
+    imgs = am(idx, steps=ctx.steps, jitter=1, seed=ctx.seed, **reg)
     fig = plotting.images(imgs, [f"filter {i}" for i in idx],
-                          f"{layer}: activation maximization (L2 + TV)", lo=ctx.clip_min,
-                          hi=ctx.clip_max)
+                          f"{layer}: centre unit of each filter, maximized "
+                          f"({'L2 + TV' if reg['regularization'] == 'l2' else 'Yosinski priors'}"
+                          ", jitter)", cols=plotting.grid_shape(len(idx))[1],
+                          lo=ctx.clip_min, hi=ctx.clip_max, panel=2.0)
     return Output({"images": imgs, "filters": np.asarray(idx),
                    "objective": am.objective(imgs, idx)}, None, fig)
 
@@ -190,7 +203,7 @@ def _deepdream(ctx):
     dd = inversion.DeepDream(ctx.model, layer, ctx.clip_min, ctx.clip_max)
     img, hist = dd(ctx.image, steps=max(ctx.steps // 5, 10), seed=ctx.seed)
     fig = plotting.images([ctx.image, img[0]], ["original", f"dream on {layer}"], "DeepDream",
-                          lo=ctx.clip_min, hi=ctx.clip_max)
+                          lo=ctx.clip_min, hi=ctx.clip_max, panel=3.4)
     return Output({"image": img[0], "objective": hist}, None, fig)
 
 
@@ -231,9 +244,10 @@ def _loss_1d(ctx):
         return _loss_1d_models(ctx)
     w0 = landscape.initial_weights(ctx.model, ctx.initial_weights)
     r = landscape.loss_1d(ctx.model, w0, ctx.x, ctx.y, **_clip(ctx))
-    fig = plotting.curve(r["alpha"], {"loss": r["loss"], "accuracy": r["accuracy"]},
-                         "alpha (0 = initial, 1 = trained)", "value",
-                         "Linear interpolation initial -> trained weights", vlines=(0, 1))
+    fig = plotting.loss_accuracy(r["alpha"], r["loss"], r["accuracy"],
+                                 "alpha (0 = initial, 1 = trained)",
+                                 "Linear interpolation initial -> trained weights",
+                                 vlines=(0, 1))
     return Output(r, None, fig)
 
 
@@ -292,15 +306,17 @@ def _class_model_l2(ctx):
     idx = list(range(min(cm.resolved.num_classes, 16)))
     imgs, hist = cm(idx, steps=ctx.steps)
     fig = plotting.images(imgs, [ctx.name(i) for i in idx], "Class models: argmax S_c(x) - "
-                          "lambda ||x||^2 from zeros", lo=ctx.clip_min, hi=ctx.clip_max)
+                          "lambda ||x||^2 from zeros", cols=plotting.grid_shape(len(idx))[1],
+                          lo=ctx.clip_min, hi=ctx.clip_max, panel=2.2)
     return Output({"images": imgs, "classes": np.asarray(idx), "objective": hist}, None, fig)
 
 
 def _loss_1d_models(ctx):
     r = landscape.interpolate_models(ctx.model, ctx.other_model, ctx.x, ctx.y, **_clip(ctx))
-    fig = plotting.curve(r["alpha"], {"loss": r["loss"], "accuracy": r["accuracy"]},
-                         "alpha (0 = this model, 1 = other model)", "value",
-                         "Linear interpolation between two trained solutions", vlines=(0, 1))
+    fig = plotting.loss_accuracy(r["alpha"], r["loss"], r["accuracy"],
+                                 "alpha (0 = this model, 1 = other model)",
+                                 "Linear interpolation between two trained solutions",
+                                 vlines=(0, 1))
     return Output(r, {"endpoints": "model_dir at alpha=0, other_model_dir at alpha=1"}, fig)
 
 
