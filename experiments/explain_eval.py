@@ -23,7 +23,7 @@ import time
 import numpy as np
 from absl import flags, logging
 
-from cnnvis_tf import datasets, rundir
+from cnnvis_tf import rundir
 from cnnvis_tf.checks import check_fraction
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import _model, attribution, explain_report, metrics
@@ -31,7 +31,8 @@ from experiments import common
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model_dir", None, "Run directory written by experiments.train.")
+flags.DEFINE_string("model_dir", None, "Run directory written by experiments.train (or pass "
+                    "--model_path/--model with --dataset).")
 flags.DEFINE_string("data_dir", None, "Dataset folder (default: the run's).")
 flags.DEFINE_string("methods", "all", "Comma-separated attribution methods and controls, or "
                     "'all': " + ", ".join(list(attribution.ATTRIBUTIONS) +
@@ -59,6 +60,7 @@ flags.DEFINE_integer("rise_masks", 1000, "Masks per image of RISE.", lower_bound
 flags.DEFINE_enum("randomization", "cascading", ["cascading", "independent"],
                   "Randomize the layers cumulatively from the top, or one at a time.")
 common.define_shard_flags()
+common.define_source_flags()
 
 
 def parse_methods(text):
@@ -111,8 +113,7 @@ def main(argv):
     common.check_shard_flags()
     names = parse_methods(FLAGS.methods)
     check_fraction("mufidelity_fraction", FLAGS.mufidelity_fraction, low_open=True)
-    run = rundir.load_run(FLAGS.model_dir)
-    data = datasets.load_for_run(run.config, FLAGS.data_dir)
+    run, data = common.load_source(data_dir=FLAGS.data_dir)
     out_dir = common.make_output_dir(FLAGS.output_dir)
     n = min(FLAGS.num_examples, len(data.x_test))
     part = common.shard_slice(n, align=FLAGS.attribution_batch)
@@ -122,7 +123,7 @@ def main(argv):
                          f"{FLAGS.attribution_batch}); use fewer "
                          "--num_shards or more --num_examples.")
     folder = common.shard_dir(out_dir) if common.sharded() else out_dir
-    fingerprints = {FLAGS.model_dir: run.fingerprint}
+    fingerprints = {run.path: run.fingerprint}
     if common.sharded() and common.shard_is_done(folder, fingerprints.values()):
         logging.info("Shard %d of %d is already finished in %s.", FLAGS.shard_index,
                      FLAGS.num_shards, folder)
@@ -200,5 +201,9 @@ def merge_shards(out_dir, shards):
         "seconds": seconds, "model_fingerprint": fingerprint, "params": rec.get("params")}))
 
 
+def console_main():
+    common.run(main, required=(common.MODEL_SOURCE_FLAGS, "output_dir"))
+
+
 if __name__ == "__main__":
-    common.run(main, required=("model_dir", "output_dir"))
+    console_main()
