@@ -12,9 +12,11 @@ direction once and applies the same step (:func:`~cnnvis_tf.attacks.fgm_step`,
 """
 
 import inspect
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks import fgm_step, forward, get_attack, gradient_direction, snr_db, snr_step
 from cnnvis_tf.checks import check_labels, check_nonneg, invalid
@@ -47,7 +49,7 @@ def _batches(n, batch_size):
     return [slice(i, min(n, i + batch_size)) for i in range(0, n, int(batch_size))]
 
 
-def predict_labels(model_fn, x, batch_size=256):
+def predict_labels(model_fn: Callable, x: ArrayLike, batch_size: int = 256) -> np.ndarray:
     """Arg-max class of ``model_fn`` on ``x``, in batches (int64 numpy); compiled for a
     built Keras model."""
     return np.concatenate(
@@ -56,7 +58,9 @@ def predict_labels(model_fn, x, batch_size=256):
     ).astype(np.int64)
 
 
-def run_attack(attack, model_fn, x, y=None, *, batch_size=256, progress=False, **kwargs):
+def run_attack(attack: str | Callable, model_fn: Callable, x: ArrayLike,
+               y: ArrayLike | None = None, *, batch_size: int = 256, progress=False,
+               **kwargs) -> np.ndarray:
     """Runs ``attack`` (a registry name or function) over ``x`` in batches.
 
     ``y`` holds labels, or target classes when ``targeted=True`` is in ``kwargs``;
@@ -93,7 +97,8 @@ def _finite_stats(values):
     return float(finite.mean()), float(np.median(finite))
 
 
-def attack_metrics(y, x, x_adv, pred_clean, pred_adv, *, targets=None):
+def attack_metrics(y: ArrayLike, x: ArrayLike, x_adv: ArrayLike, pred_clean: ArrayLike,
+                   pred_adv: ArrayLike, *, targets: ArrayLike | None = None) -> dict:
     """Summary numbers of one attack run (the ``metrics.json`` contract).
 
     ``success_rate`` is, untargeted, the fraction of correctly classified examples that

@@ -357,14 +357,14 @@ def _check_args(epochs, batch_size):
 
 
 def train(
-    run_dir,
-    data,
+    run_dir: str,
+    data: datasets_lib.Dataset,
     build_fn,
     *,
-    epochs,
-    batch_size,
-    optimizer="adam",
-    learning_rate=1e-3,
+    epochs: int,
+    batch_size: int,
+    optimizer: str = "adam",
+    learning_rate: float = 1e-3,
     momentum=0.9,
     lr_schedule=None,
     lr_decay=0.0,

@@ -8,8 +8,10 @@ kernel's ``clip(x + eps * direction)``. L-inf results equal cleverhans'
 """
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks import _steps
 from cnnvis_tf.attacks._common import check_norm, finish, prepare
@@ -61,17 +63,17 @@ def fgm_step(x, direction, eps, *, clip_min=0.0, clip_max=1.0):
 
 
 def fast_gradient_method(
-    model_fn,
-    x,
-    eps=0.1,
+    model_fn: Callable,
+    x: ArrayLike,
+    eps: float = 0.1,
     *,
-    norm=np.inf,
-    y=None,
-    targeted=False,
-    clip_min=0.0,
-    clip_max=1.0,
-    from_probabilities=False,
-):
+    norm: float | int | str = np.inf,
+    y: ArrayLike | None = None,
+    targeted: bool = False,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    from_probabilities: bool = False,
+) -> np.ndarray:
     """One gradient step of size ``eps`` in the chosen norm.
 
     Args:
@@ -104,7 +106,7 @@ def fast_gradient_method(
     return fgm_step(x, direction, eps, clip_min=clip_min, clip_max=clip_max)
 
 
-def fgsm(model_fn, x, eps=0.1, **kwargs):
+def fgsm(model_fn: Callable, x: ArrayLike, eps: float = 0.1, **kwargs) -> np.ndarray:
     """Fast Gradient Sign Method (L-inf); see :func:`fast_gradient_method`.
 
     References:
@@ -113,7 +115,7 @@ def fgsm(model_fn, x, eps=0.1, **kwargs):
     return fast_gradient_method(model_fn, x, eps, norm=np.inf, **kwargs)
 
 
-def fgm_l2(model_fn, x, eps=1.0, **kwargs):
+def fgm_l2(model_fn: Callable, x: ArrayLike, eps: float = 1.0, **kwargs) -> np.ndarray:
     """Fast Gradient Method in L2: ``x + eps * grad / ||grad||_2``; see
     :func:`fast_gradient_method`.
 

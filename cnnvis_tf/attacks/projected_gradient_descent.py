@@ -10,9 +10,12 @@ uses an exact step normalization (cleverhans' L2 step under-steps when the gradi
 below 1e-6).
 """
 
+from collections.abc import Callable
+
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks import _steps
 from cnnvis_tf.attacks._common import check_norm, check_seed, finish, prepare
@@ -24,21 +27,21 @@ default_step_size = _steps.default_step_size
 
 
 def projected_gradient_descent(
-    model_fn,
-    x,
-    eps=0.1,
+    model_fn: Callable,
+    x: ArrayLike,
+    eps: float = 0.1,
     *,
-    eps_iter=None,
-    nb_iter=_steps.DEFAULT_NB_ITER,
-    norm=np.inf,
-    rand_init=True,
-    seed=None,
-    y=None,
-    targeted=False,
-    clip_min=0.0,
-    clip_max=1.0,
-    from_probabilities=False,
-):
+    eps_iter: float | None = None,
+    nb_iter: int = _steps.DEFAULT_NB_ITER,
+    norm: float | int | str = np.inf,
+    rand_init: bool = True,
+    seed: int | None = None,
+    y: ArrayLike | None = None,
+    targeted: bool = False,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    from_probabilities: bool = False,
+) -> np.ndarray:
     """Iterated gradient steps projected back onto the ``eps`` ball and the clip box.
 
     Args:
@@ -99,7 +102,7 @@ def _iterations(model_fn, x, x_adv, y, eps, eps_iter, lo, hi, nb_iter, norm, tar
                                  clip_min=lo, clip_max=hi, targeted=targeted)
 
 
-def pgd(model_fn, x, eps=0.1, **kwargs):
+def pgd(model_fn: Callable, x: ArrayLike, eps: float = 0.1, **kwargs) -> np.ndarray:
     """L-inf PGD with random start; see :func:`projected_gradient_descent`.
 
     References:
@@ -108,7 +111,7 @@ def pgd(model_fn, x, eps=0.1, **kwargs):
     return projected_gradient_descent(model_fn, x, eps, norm=np.inf, **kwargs)
 
 
-def pgd_l2(model_fn, x, eps=1.0, **kwargs):
+def pgd_l2(model_fn: Callable, x: ArrayLike, eps: float = 1.0, **kwargs) -> np.ndarray:
     """L2 PGD with random start; see :func:`projected_gradient_descent`.
 
     References:
