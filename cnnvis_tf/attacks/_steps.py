@@ -11,17 +11,23 @@ Labels ``y`` are class ids of shape ``(N,)`` or ``(N, 1)``, or one-hot ``(N, C)`
 (what a Keras ``train_step`` may receive).
 """
 
+import contextlib
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
 from cleverhans.tf2.utils import clip_eta as _ch_clip_eta
 from cleverhans.tf2.utils import optimize_linear as _ch_optimize_linear
 
+from cnnvis_tf import precision
+
 __all__ = [
     "DEFAULT_NB_ITER",
     "per_example",
     "cross_entropy",
     "loss_gradient",
+    "input_gradient",
     "l2_direction",
     "direction",
     "clip_eta",
@@ -35,6 +41,9 @@ __all__ = [
     "pgd",
     "snr_eps",
     "snr_step",
+    "jit_compile",
+    "jit_enabled",
+    "compiled",
 ]
 
 DEFAULT_NB_ITER = 40  # PGD steps (the common setting; 20 is ~3 points weaker at eps 0.1)
@@ -66,10 +75,39 @@ def loss_gradient(model_fn, x, y, targeted=False):
     the same operations as cleverhans' ``compute_gradient``."""
     with tf.GradientTape() as tape:
         tape.watch(x)
-        loss = cross_entropy(y, model_fn(x))
+        logits = model_fn(x)
+        loss = cross_entropy(y, logits)
         if targeted:
             loss = -loss
-    return tape.gradient(loss, x)
+    return input_gradient(tape, loss, x, model_fn, logits, y, targeted)
+
+
+def input_gradient(tape, loss, x, model_fn, logits, y, targeted=False):
+    """``tape.gradient(loss, x)``; for a Keras model computing in float16 (mixed
+    precision) the same gradient with per-example loss scaling.
+
+    A confident example's input gradient (~1e-7) is below float16's smallest number, so
+    float16 backprop returns zeros (FGSM then does not move). Here the cotangent at the
+    (float32) logits, ``d loss / d logits``, is scaled per example by the power of two that
+    brings its largest entry into [1, 2), propagated through the float16 layers, and the
+    input gradient divided by the same power of two in float32: exact, with no overflow
+    (the scaled cotangent is that of a loss of order 1). ``loss`` is the cross-entropy of
+    ``y`` over ``logits`` computed on ``tape`` (negated when ``targeted``).
+    """
+    if not (isinstance(model_fn, keras.Model) and precision.is_mixed(model_fn)):
+        return tape.gradient(loss, x)
+    logits = tf.cast(logits, tf.float32)
+    with tf.GradientTape() as head:
+        head.watch(logits)
+        head_loss = cross_entropy(y, logits)
+        if targeted:
+            head_loss = -head_loss
+    cot = head.gradient(head_loss, logits)
+    peak = tf.reduce_max(tf.abs(cot), axis=1)
+    exponent = tf.math.floor(tf.math.log(tf.where(peak > 0, peak, 1.0)) / np.log(2.0))
+    scale = tf.pow(2.0, -exponent)
+    grad = tape.gradient(logits, x, output_gradients=cot * scale[:, None])
+    return grad / per_example(scale, grad)
 
 
 def l2_direction(grad):
@@ -274,3 +312,47 @@ def snr_step(x, step_direction, snr_db, *, clip_min=0.0, clip_max=1.0, match_cli
     eps = snr_eps(x, step_direction, snr_db, clip_min=clip_min, clip_max=clip_max,
                   match_clipped=match_clipped)
     return fgm_step(x, step_direction, eps, clip_min, clip_max)
+
+
+# ----------------------------------------------------------------------------- XLA
+
+_JIT = {"enabled": False}
+
+
+def jit_enabled() -> bool:
+    """Whether the attack kernels are compiled with XLA here (see :func:`jit_compile`)."""
+    return _JIT["enabled"]
+
+
+@contextlib.contextmanager
+def jit_compile(enabled: bool = True):
+    """Inside the block the compiled attack kernels (the functions made with
+    :func:`compiled`: the logits-and-gradient pass of FGSM/FGM and of every attack built on
+    ``prepare(gradient=...)``, the compiled forward pass and the PGD/BIM loop) run as
+    ``tf.function(jit_compile=True)``; the previous setting is restored after it. Each
+    variant is traced once per input signature, so switching back and forth is cheap."""
+    previous = _JIT["enabled"]
+    _JIT["enabled"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _JIT["enabled"] = previous
+
+
+class _Compiled:
+    """A plain and an XLA ``tf.function`` of one Python function; a call runs the one
+    :func:`jit_compile` selects."""
+
+    def __init__(self, fn, kwargs):
+        functools.update_wrapper(self, fn)
+        self._plain = tf.function(fn, **kwargs)
+        self._xla = tf.function(fn, jit_compile=True, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        return (self._xla if _JIT["enabled"] else self._plain)(*args, **kwargs)
+
+
+def compiled(**kwargs):
+    """Decorator: ``tf.function(fn, **kwargs)``, or with ``jit_compile=True`` inside a
+    :func:`jit_compile` block."""
+    return lambda fn: _Compiled(fn, kwargs)

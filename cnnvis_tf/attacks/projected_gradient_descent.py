@@ -19,6 +19,7 @@ from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks import _steps
 from cnnvis_tf.attacks._common import check_norm, check_seed, finish, prepare
+from cnnvis_tf.attacks._steps import compiled
 from cnnvis_tf.checks import check_nonneg, check_positive_int, invalid
 
 __all__ = ["projected_gradient_descent", "pgd", "pgd_l2", "default_step_size"]
@@ -95,7 +96,7 @@ def projected_gradient_descent(
     return finish(x_adv, clip_min, clip_max)
 
 
-@tf.function
+@compiled()  # XLA inside attacks.jit_compile()
 def _iterations(model_fn, x, x_adv, y, eps, eps_iter, lo, hi, nb_iter, norm, targeted):
     """The kernel's loop, compiled; numbers are tensors, so there is no retracing."""
     return _steps.pgd_iterations(model_fn, x, x_adv, y, eps, eps_iter, nb_iter, norm=norm,

@@ -11,7 +11,7 @@ import math
 
 from absl import logging
 
-from cnnvis_tf import datasets, defenses, models, training
+from cnnvis_tf import datasets, defenses, models, precision, training
 from cnnvis_tf.errors import InputError
 
 __all__ = ["TrainConfig", "train_run", "DEFAULT_MODEL", "reconstruction_defense", "DEFENSES"]
@@ -74,6 +74,8 @@ class TrainConfig:
     noise_sigma: float = 0.0
     adv_recipe: str = "standard"
     adv_loss_weight: float = None
+    mixed_precision: bool = False  # Keras' mixed_float16 policy, float32 logits and loss
+    jit_compile: bool = False  # XLA train/test steps (False: Keras' "auto")
 
     @classmethod
     def from_dict(cls, values):
@@ -195,6 +197,8 @@ def train_run(config, output_dir, *, overwrite=False, extra_config=None):
             kwargs.update(mean=data.mean, std=data.std)
         classifier = models.build_model(config.model, data.input_shape, data.num_classes,
                                         **kwargs)
+        if config.mixed_precision:  # built under mixed_float16; logits computed in float32
+            classifier = precision.with_policy(classifier, precision.MIXED)
         if config.noise_sigma:  # Gaussian data augmentation (randomized smoothing)
             classifier = models.add_input_noise(classifier, config.noise_sigma, config.seed)
         return defenses.make_defended(
@@ -226,6 +230,7 @@ def train_run(config, output_dir, *, overwrite=False, extra_config=None):
                                 else 0.0),
         augment=config.augment,
         seed=config.seed, strategy=dist, config=cfg, settings=settings, overwrite=overwrite,
+        mixed_precision=config.mixed_precision, jit_compile=config.jit_compile,
         defaults={f.name: f.default for f in dataclasses.fields(TrainConfig)},
     )
 

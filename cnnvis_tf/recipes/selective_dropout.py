@@ -19,7 +19,7 @@ References:
 import keras
 import numpy as np
 
-from cnnvis_tf import evaluation
+from cnnvis_tf import datasets, evaluation
 from cnnvis_tf.defenses.selective_dropout import SelectiveDropout
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.volatility import GROUPINGS, perturbation_groups
@@ -78,7 +78,9 @@ def make_lbfgs_pairs(model, x, y, num_pairs, *, num_classes, seed=0, clip_min=0.
     rng = np.random.default_rng(seed)
     y = np.asarray(y, np.int64)
     order = rng.permutation(len(x))
-    correct = order[evaluation.predict_labels(model, x[order]) == y[order]][:num_pairs]
+    # take: an ImageArray stays uint8 (predicted batch by batch, no float32 copy)
+    correct = order[evaluation.predict_labels(model, datasets.take(x, order))
+                    == y[order]][:num_pairs]
     xs, ys = x[correct], y[correct]
     targets = (ys + rng.integers(1, num_classes, len(ys))) % num_classes
     x_adv = evaluation.run_attack("lbfgs", model, xs, targets, targeted=True,
