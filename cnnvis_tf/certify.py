@@ -4,7 +4,8 @@
 of a base model ``f``: :meth:`~Smoothed.predict` answers a class or abstains (binomial
 test), :meth:`~Smoothed.certify` answers a class and an L2 radius within which ``g`` is
 provably constant with probability ``1 - alpha`` (Clopper-Pearson lower bound ``p_A``,
-radius ``sigma * Phi^-1(p_A)``). Noise is drawn in batches from a seeded generator.
+radius ``sigma * Phi^-1(p_A)``). The noise of each image is keyed by the seed, the call and
+the image's index, so a set split into shards or across replicas draws the same noise.
 
 :func:`clever` estimates a robustness lower bound (not a certificate) from the extreme
 values of local gradient norms (reverse Weibull fit).
@@ -51,7 +52,7 @@ class Smoothed:
       num_classes: number of classes.
       sigma: standard deviation of the noise (input units).
       batch_size: noisy copies per forward pass.
-      seed: seed of the noise generator (a ``tf.random.Generator``).
+      seed: seed of the noise (stateless draws keyed by seed, call number and image index).
     """
 
     def __init__(self, model_fn, num_classes, sigma=0.25, *, batch_size=1000, seed=0):
@@ -60,37 +61,49 @@ class Smoothed:
         self.sigma = check_positive("sigma", sigma)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.seed = seed
-        self._rng = tf.random.Generator.from_seed(int(seed or 0))
+        self._calls = 0
 
-    def counts(self, x, num):
+    def counts(self, x, num, *, start=0):
         """Class counts, shape ``(N, num_classes)``, of the base decisions on ``num``
-        noisy copies of each image of ``x`` (copies of several images share a batch)."""
+        noisy copies of each image of ``x`` (copies of several images share a batch).
+
+        ``start`` is the index of ``x[0]`` in the whole set: image ``start + i`` of the
+        k-th call gets the same noise however the set is split (shards, replicas)."""
         x = np.asarray(x, np.float32)
         num = check_positive_int("num", num)
+        call, self._calls = self._calls, self._calls + 1
         out = np.zeros((len(x), self.num_classes), np.int64)
         per_batch = max(1, self.batch_size // num)  # whole images per batch when num small
         if per_batch > 1:
             for s in range(0, len(x), per_batch):
                 xs = x[s:s + per_batch]
-                rep = tf.repeat(tf.constant(xs), num, axis=0)
-                pred = self._predict(rep).reshape(len(xs), num)
+                noise = tf.concat([self._noise(call, start + s + i, 0, (num, *x.shape[1:]))
+                                   for i in range(len(xs))], 0)
+                pred = self._predict(tf.repeat(tf.constant(xs), num, axis=0), noise)
+                pred = pred.reshape(len(xs), num)
                 for i in range(len(xs)):
                     out[s + i] = np.bincount(pred[i], minlength=self.num_classes)
             return out
         for i in range(len(x)):
-            remaining = num
+            remaining, chunk = num, 0
             while remaining:
                 b = min(self.batch_size, remaining)
                 rep = tf.repeat(tf.constant(x[i:i + 1]), b, axis=0)
-                out[i] += np.bincount(self._predict(rep), minlength=self.num_classes)
-                remaining -= b
+                noise = self._noise(call, start + i, chunk, (b, *x.shape[1:]))
+                out[i] += np.bincount(self._predict(rep, noise), minlength=self.num_classes)
+                remaining, chunk = remaining - b, chunk + 1
         return out
 
-    def _predict(self, batch):
-        noisy = batch + self.sigma * self._rng.normal(tf.shape(batch))
-        return np.asarray(forward(self.model_fn, noisy)).argmax(1)
+    def _noise(self, call, index, chunk, shape):
+        key = tf.constant([int(self.seed or 0), 0], tf.int64)
+        for data in (call, index, chunk):
+            key = tf.random.experimental.stateless_fold_in(key, data)
+        return tf.random.stateless_normal(shape, key)
 
-    def predict(self, x, n=1000, alpha=0.001):
+    def _predict(self, batch, noise):
+        return np.asarray(forward(self.model_fn, batch + self.sigma * noise)).argmax(1)
+
+    def predict(self, x, n=1000, alpha=0.001, *, start=0):
         """Smoothed prediction: the top class if a two-sided binomial test of its count
         against the runner-up's rejects equality at level ``alpha``, else ``ABSTAIN``.
 
@@ -98,7 +111,7 @@ class Smoothed:
           int64 array of classes (``ABSTAIN`` = -1 where abstaining).
         """
         alpha = check_fraction("alpha", alpha, low_open=True, high_open=True)
-        counts = self.counts(x, n)
+        counts = self.counts(x, n, start=start)
         order = np.argsort(-counts, axis=1)
         top, second = order[:, 0], order[:, 1]
         rows = np.arange(len(counts))
@@ -107,17 +120,18 @@ class Smoothed:
                             for a, b in zip(n_a, n_b)])
         return np.where(pvalues <= alpha, top, ABSTAIN).astype(np.int64)
 
-    def certify(self, x, n0=100, n=100_000, alpha=0.001):
+    def certify(self, x, n0=100, n=100_000, alpha=0.001, *, start=0):
         """CERTIFY of Cohen et al.: the class guessed from ``n0`` draws, its probability
-        bounded below from ``n`` fresh draws (Clopper-Pearson, level ``1 - alpha``).
+        bounded below from ``n`` fresh draws (Clopper-Pearson, level ``1 - alpha``);
+        ``start`` as in :meth:`counts`.
 
         Returns:
           ``(prediction, radius, p_lower)`` numpy arrays; ``prediction`` is ``ABSTAIN``
           and ``radius`` -1 where ``p_lower <= 1/2``.
         """
         alpha = check_fraction("alpha", alpha, low_open=True, high_open=True)
-        guess = self.counts(x, n0).argmax(1)
-        counts = self.counts(x, n)
+        guess = self.counts(x, n0, start=start).argmax(1)
+        counts = self.counts(x, n, start=start)
         n_a = counts[np.arange(len(counts)), guess]
         p_lower = clopper_pearson_lower(n_a, n, alpha)
         radius = certified_radius(p_lower, self.sigma)

@@ -9,6 +9,11 @@ Attacks come only through the public :mod:`cnnvis_tf.attacks` API, whose gradien
 share one kernel with adversarial training: a sweep over budgets computes the gradient
 direction once and applies the same step (:func:`~cnnvis_tf.attacks.fgm_step`,
 :func:`~cnnvis_tf.attacks.snr_step`) as the single attacks.
+
+Under ``with strategy.scope():`` every batch's forward pass, gradient and PGD loop is split
+across the strategy's replicas (:mod:`cnnvis_tf.distribute`), with the same results. The
+``correct_*``/``*_correct`` functions return per-example results, which parts of a set
+(shards) concatenate into those of the whole set.
 """
 
 import inspect
@@ -30,13 +35,19 @@ __all__ = [
     "attack_metrics",
     "gradient_directions",
     "fgsm_sweep",
+    "fgsm_sweep_correct",
     "accuracy_vs_eps",
+    "correct_vs_eps",
     "accuracy_vs_snr",
+    "correct_vs_snr",
+    "finite_mean",
     "transfer_matrix",
     "aggregate_runs",
     "worst_case_accuracy",
     "sanity_flags",
     "sanity_checks",
+    "sanity_correct",
+    "sanity_summary",
 ]
 
 DEFAULT_SNR_LEVELS = (50.0, 45.0, 40.0, 33.0)
@@ -155,37 +166,59 @@ def fgsm_sweep(model_fn, x, y, eps_list, *, norm=np.inf, clip_min=0.0, clip_max=
     References:
       Goodfellow, Shlens, Szegedy. Explaining and Harnessing Adversarial Examples. ICLR 2015.
     """
+    return [_mean(c) for c in fgsm_sweep_correct(
+        model_fn, x, y, eps_list, norm=norm, clip_min=clip_min, clip_max=clip_max,
+        batch_size=batch_size)]
+
+
+def _mean(correct):
+    return float(np.mean(correct))
+
+
+def fgsm_sweep_correct(model_fn, x, y, eps_list, *, norm=np.inf, clip_min=0.0, clip_max=1.0,
+                       batch_size=256):
+    """:func:`fgsm_sweep` per example: one boolean array (correct under FGSM) per ``eps``.
+    Per-example results of parts of a set (shards) concatenate into those of the set."""
     eps_list = [check_nonneg("eps", e) for e in eps_list]
     y = _labels(y, x)
     direction = gradient_directions(model_fn, x, y, norm=norm, clip_min=clip_min,
                                     clip_max=clip_max, batch_size=batch_size)
     if not eps_list:
         return []
-    correct = np.zeros(len(eps_list), np.int64)
+    correct = []
     # Predict every eps at once, in full batches of batch_size (eps x examples).
     for s in _batches(len(x), max(1, int(batch_size) // len(eps_list))):
         x_adv = np.concatenate([fgm_step(x[s], direction[s], eps, clip_min=clip_min,
                                          clip_max=clip_max) for eps in eps_list])
         pred = predict_labels(model_fn, x_adv, batch_size).reshape(len(eps_list), -1)
-        correct += (pred == y[s]).sum(axis=1)
-    return [float(c / len(x)) for c in correct]
+        correct.append(pred == y[s])
+    return list(np.concatenate(correct, axis=1)) if correct else [
+        np.zeros(0, bool) for _ in eps_list]
 
 
 def accuracy_vs_eps(model_fn, x, y, eps_list, *, attack="fgsm", clip_min=0.0, clip_max=1.0,
                     batch_size=256, **attack_kwargs):
     """``{"Clean": acc, eps: acc, ...}`` under ``attack`` (fgsm/fgm_l2 use one gradient)."""
+    correct = correct_vs_eps(model_fn, x, y, eps_list, attack=attack, clip_min=clip_min,
+                             clip_max=clip_max, batch_size=batch_size, **attack_kwargs)
+    return {k: _mean(v) for k, v in correct.items()}
+
+
+def correct_vs_eps(model_fn, x, y, eps_list, *, attack="fgsm", clip_min=0.0, clip_max=1.0,
+                   batch_size=256, **attack_kwargs):
+    """:func:`accuracy_vs_eps` per example: ``{"Clean": bool array, eps: bool array}``."""
     y = _labels(y, x)
-    result = {"Clean": float(np.mean(predict_labels(model_fn, x, batch_size) == y))}
+    result = {"Clean": predict_labels(model_fn, x, batch_size) == y}
     if attack in ("fgsm", "fgm_l2") and not attack_kwargs:
         norm = np.inf if attack == "fgsm" else 2
-        accs = fgsm_sweep(model_fn, x, y, eps_list, norm=norm, clip_min=clip_min,
-                          clip_max=clip_max, batch_size=batch_size)
-        result.update(zip(eps_list, accs))
+        correct = fgsm_sweep_correct(model_fn, x, y, eps_list, norm=norm, clip_min=clip_min,
+                                     clip_max=clip_max, batch_size=batch_size)
+        result.update(zip(eps_list, correct))
         return result
     for eps in eps_list:
         x_adv = run_attack(attack, model_fn, x, y, batch_size=batch_size, eps=eps,
                            clip_min=clip_min, clip_max=clip_max, **attack_kwargs)
-        result[eps] = float(np.mean(predict_labels(model_fn, x_adv, batch_size) == y))
+        result[eps] = predict_labels(model_fn, x_adv, batch_size) == y
     return result
 
 
@@ -213,19 +246,35 @@ def accuracy_vs_snr(model_fn, x, y, snr_levels=DEFAULT_SNR_LEVELS, *, clip_min=0
     References:
       Seed document 002, section 3 (SNR-bounded FGSM).
     """
+    correct, snrs = correct_vs_snr(model_fn, x, y, snr_levels, clip_min=clip_min,
+                                   clip_max=clip_max, batch_size=batch_size, snr_mode=snr_mode)
+    return ({k: _mean(v) for k, v in correct.items()},
+            {k: _finite_stats(v)[0] for k, v in snrs.items()})
+
+
+def correct_vs_snr(model_fn, x, y, snr_levels=DEFAULT_SNR_LEVELS, *, clip_min=0.0,
+                   clip_max=1.0, batch_size=256, snr_mode="clipped"):
+    """:func:`accuracy_vs_snr` per example: ``({"Clean": bool array, snr: bool array},
+    {snr: achieved SNR (dB) of each image})``."""
     if snr_mode not in SNR_MODES:
         raise invalid("snr_mode", "one of " + ", ".join(map(repr, SNR_MODES)), snr_mode)
     y = _labels(y, x)
     direction = gradient_directions(model_fn, x, y, clip_min=clip_min, clip_max=clip_max,
                                     batch_size=batch_size)
-    accuracy = {"Clean": float(np.mean(predict_labels(model_fn, x, batch_size) == y))}
+    correct = {"Clean": predict_labels(model_fn, x, batch_size) == y}
     achieved = {}
     for snr in snr_levels:
         x_adv = snr_step(x, direction, snr, clip_min=clip_min, clip_max=clip_max,
                          match_clipped=snr_mode == "clipped")
-        accuracy[snr] = float(np.mean(predict_labels(model_fn, x_adv, batch_size) == y))
-        achieved[snr] = _finite_stats(snr_db(x, x_adv))[0]
-    return accuracy, achieved
+        correct[snr] = predict_labels(model_fn, x_adv, batch_size) == y
+        achieved[snr] = np.asarray(snr_db(x, x_adv), np.float64)
+    return correct, achieved
+
+
+def finite_mean(values):
+    """Mean of the finite entries of ``values`` (None if there are none), e.g. the
+    achieved SNR over images (an unchanged image has an infinite SNR)."""
+    return _finite_stats(values)[0]
 
 
 def transfer_matrix(models, x, y, attack="fgsm", *, batch_size=256, **attack_kwargs):
@@ -335,20 +384,35 @@ def sanity_checks(model_fn, x, y, eps_list, *, clip_min=0.0, clip_max=1.0, nb_it
     and BIM with ``eps = clip_max - clip_min`` (the whole box; no random start, so a model
     with zero gradients keeps its accuracy and the flag fires).
     """
+    correct = sanity_correct(model_fn, x, y, eps_list, clip_min=clip_min, clip_max=clip_max,
+                             nb_iter=nb_iter, batch_size=batch_size)
+    return sanity_summary(eps_list, correct, tol=tol, unbounded_max=unbounded_max)
+
+
+def sanity_correct(model_fn, x, y, eps_list, *, clip_min=0.0, clip_max=1.0, nb_iter=10,
+                   batch_size=256):
+    """The attacks of :func:`sanity_checks`, per example: ``{"fgsm": [bool array per
+    eps], "pgd": bool array, "unbounded_bim": bool array}`` (correct under each)."""
     if not len(eps_list):
         raise invalid("eps_list", "at least one budget", eps_list)
     y = _labels(y, x)
-    accs = fgsm_sweep(model_fn, x, y, eps_list, clip_min=clip_min, clip_max=clip_max,
-                      batch_size=batch_size)
     eps_max, span = float(max(eps_list)), float(clip_max) - float(clip_min)
     box = {"clip_min": clip_min, "clip_max": clip_max, "nb_iter": nb_iter}
 
-    def acc(attack, **kwargs):
+    def correct(attack, **kwargs):
         x_adv = run_attack(attack, model_fn, x, y, batch_size=batch_size, **box, **kwargs)
-        return float(np.mean(predict_labels(model_fn, x_adv, batch_size) == y))
+        return predict_labels(model_fn, x_adv, batch_size) == y
 
-    iterative = acc("pgd", eps=eps_max, seed=0)
-    unbounded = acc("bim", eps=span, eps_iter=span / 10)
+    return {"fgsm": fgsm_sweep_correct(model_fn, x, y, eps_list, clip_min=clip_min,
+                                       clip_max=clip_max, batch_size=batch_size),
+            "pgd": correct("pgd", eps=eps_max, seed=0),
+            "unbounded_bim": correct("bim", eps=span, eps_iter=span / 10)}
+
+
+def sanity_summary(eps_list, correct, *, tol=0.02, unbounded_max=0.1):
+    """:func:`sanity_checks`' result from :func:`sanity_correct`'s per-example arrays."""
+    accs = [_mean(c) for c in correct["fgsm"]]
+    iterative, unbounded = _mean(correct["pgd"]), _mean(correct["unbounded_bim"])
     flags = sanity_flags(eps_list, accs, single_step=accs[int(np.argmax(eps_list))],
                          iterative=iterative, unbounded=unbounded, tol=tol,
                          unbounded_max=unbounded_max)

@@ -45,6 +45,8 @@ flags.DEFINE_integer("batch_size", 128, "Examples per attack call.", lower_bound
 common.define_defense_flags()
 common.define_compute_flags()  # --mixed_precision, --jit_compile
 common.define_source_flags()
+common.define_strategy_flags()
+common.define_shard_flags()
 
 
 def main(argv):
@@ -54,11 +56,24 @@ def main(argv):
 
 def _attack(argv):
     del argv
+    common.check_shard_flags()
+    strategy = common.strategy_from_flags()  # logical devices first, before TF starts
     kwargs = attacks.attack_kwargs(FLAGS.attack, eps=FLAGS.eps, snr=FLAGS.snr_db,
                                    params=FLAGS.params)
+    if FLAGS.attack == "autoattack" and common.sharded():
+        raise InputError("--attack=autoattack runs its attacks in turn on the whole set (one "
+                         "report) and cannot be sharded: drop --num_shards, or shard its "
+                         "parts (--attack=apgd_ce, apgd_t, fab, square).")
     run, data = common.load_source(data_dir=FLAGS.data_dir)
     out_dir = common.make_output_dir(FLAGS.output_dir)
-    common.begin(out_dir, "metrics.json")
+    dest = common.shard_dir(out_dir) if common.sharded() else out_dir
+    if common.sharded() and common.shard_is_done(dest, [run.fingerprint]):
+        logging.info("Shard %d of %d is already finished (%s); when all are, run: python -m "
+                     "experiments.merge --output_dir=%s", FLAGS.shard_index, FLAGS.num_shards,
+                     dest, out_dir)
+        return
+    if not common.sharded():
+        common.begin(out_dir, "metrics.json")
     n = min(FLAGS.num_examples, len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n].astype(np.int64)
     targeted = FLAGS.targeted or FLAGS.attack in attacks.TARGETED_ONLY
@@ -73,29 +88,6 @@ def _attack(argv):
     params = common.effective_attack_params(FLAGS.attack, kwargs, seed=FLAGS.seed)
     model, defense = common.apply_defense(common.compute_model(run.model), data,
                                           run.clip_min, run.clip_max)
-    call = common.attack_call_kwargs(FLAGS.attack, params)
-    labels = targets if targeted else (y if FLAGS.use_true_labels else None)
-    logging.info("%s on %d test images of %s, %s", FLAGS.attack, n, run.dataset_name, params)
-    start = time.time()
-    report = None
-    if FLAGS.attack == "autoattack":  # one call: its per-attack numbers and checks
-        x_adv, report = attacks.autoattack(model, x, y=labels, clip_min=run.clip_min,
-                                           clip_max=run.clip_max, **{
-                                               **call, "batch_size": FLAGS.batch_size,
-                                               "return_report": True})
-    else:
-        x_adv = evaluation.run_attack(FLAGS.attack, model, x, labels, progress=True,
-                                      batch_size=FLAGS.batch_size, clip_min=run.clip_min,
-                                      clip_max=run.clip_max, **call)
-    seconds = time.time() - start
-    pred_clean = evaluation.predict_labels(model, x)
-    pred_adv = evaluation.predict_labels(model, x_adv)
-    metrics = evaluation.attack_metrics(y, x, x_adv, pred_clean, pred_adv, targets=targets)
-    metrics["seconds"] = seconds
-    metrics["model_fingerprint"] = run.fingerprint
-    if report is not None:
-        metrics["autoattack"] = report
-    metrics["defense"] = defense["defense"]
     rec = common.record("experiments.attack", {
         "attack": FLAGS.attack, "attack_kwargs": params, "num_examples": n,
         "use_true_labels": FLAGS.use_true_labels, "targeted": targeted,
@@ -105,38 +97,121 @@ def _attack(argv):
         {run.path: run.fingerprint})
     rec.update(attack_kwargs=params, dataset=run.dataset_name, clip_min=run.clip_min,
                clip_max=run.clip_max)
+    # A shard computes whole batches of the unsharded run (same seeded batches).
+    part = common.shard_slice(n, align=FLAGS.batch_size) if common.sharded() else slice(0, n)
+    if common.sharded():
+        common.begin_shard(dest, rec)
+    call = common.attack_call_kwargs(FLAGS.attack, params)
+    labels = targets if targeted else (y if FLAGS.use_true_labels else None)
+    xs, ls = x[part], None if labels is None else labels[part]
+    logging.info("%s on %d test images (%d..%d) of %s, %s", FLAGS.attack, len(xs), part.start,
+                 part.stop, run.dataset_name, params)
+    report = None
+    with strategy.scope():  # batches split across the strategy's replicas
+        start = time.time()
+        if FLAGS.attack == "autoattack":  # one call: its per-attack numbers and checks
+            x_adv, report = attacks.autoattack(model, xs, y=ls, clip_min=run.clip_min,
+                                               clip_max=run.clip_max, **{
+                                                   **call, "batch_size": FLAGS.batch_size,
+                                                   "return_report": True})
+        else:
+            x_adv = evaluation.run_attack(FLAGS.attack, model, xs, ls, progress=True,
+                                          batch_size=FLAGS.batch_size, clip_min=run.clip_min,
+                                          clip_max=run.clip_max, **call)
+        seconds = time.time() - start
+        pred_clean = evaluation.predict_labels(model, xs)
+        pred_adv = evaluation.predict_labels(model, x_adv)
+        reuse = None
+        if FLAGS.attack == "iterative_noise" and n > 1 and part.start == 0 and len(xs):
+            reuse = _noise_reuse(model, run, x, y, x_adv[0], targets[0])
+    shown = min(8, len(xs))
+    conf_clean, conf_adv = (
+        np.asarray(keras.ops.softmax(model(a[:shown]))).max(axis=1) for a in (xs, x_adv)
+    )
+    arrays = {"x": xs, "x_adv": x_adv, "y": y[part], "pred_clean": pred_clean,
+              "pred_adv": pred_adv, "conf_clean": conf_clean, "conf_adv": conf_adv}
+    if targets is not None:
+        arrays["targets"] = targets[part]
+    if common.sharded():
+        arrays.update({f"reuse_{k}": v for k, v in (reuse or {}).items()})
+        rundir.write_npz(os.path.join(dest, SHARD_ARRAYS), **arrays)
+        common.finish_shard(dest, {"start": part.start, "stop": part.stop, "seconds": seconds,
+                                   "class_names": run.class_names})
+        logging.info("shard %d of %d: %d images in %.1fs", FLAGS.shard_index, FLAGS.num_shards,
+                     len(xs), seconds)
+        return
+    write_outputs(out_dir, rec, arrays, class_names=run.class_names, seconds=seconds,
+                  report=report, reuse=reuse)
+
+
+SHARD_ARRAYS = "shard.npz"
+
+
+def _noise_reuse(model, run, x, y, x_adv0, target):
+    """Seed 001 fig. 16: image 0's noise added to every other image, and the predictions."""
+    reused = attacks.apply_noise(x[1:], x_adv0[None] - x[:1], clip_min=run.clip_min,
+                                 clip_max=run.clip_max)
+    return {"x": x[1:], "noisy": reused, "y": y[1:], "target": np.int64(target),
+            "pred_clean": evaluation.predict_labels(model, x[1:]),
+            "pred_noisy": evaluation.predict_labels(model, reused)}
+
+
+def write_outputs(out_dir, rec, arrays, *, class_names, seconds, report=None, reuse=None):
+    """Writes the files of a finished attack (also for ``experiments.merge``): config.json,
+    adversarial.npz, figures, noise_reuse.json and, last, metrics.json."""
+    a = arrays
+    targets = a.get("targets")
+    lo, hi = rec["clip_min"], rec["clip_max"]
+    metrics = evaluation.attack_metrics(a["y"], a["x"], a["x_adv"], a["pred_clean"],
+                                        a["pred_adv"], targets=targets)
+    metrics["seconds"] = seconds
+    metrics["model_fingerprint"] = next(iter(rec["models"].values()))
+    if report is not None:
+        metrics["autoattack"] = report
+    metrics["defense"] = rec["params"]["defense"]
     rundir.write_record(out_dir, rec)
-    rundir.write_adversarial(out_dir, x=x, x_adv=x_adv, y=y, pred_clean=pred_clean,
-                             pred_adv=pred_adv, targets=targets)
+    rundir.write_adversarial(out_dir, x=a["x"], x_adv=a["x_adv"], y=a["y"],
+                             pred_clean=a["pred_clean"], pred_adv=a["pred_adv"], targets=targets)
     fig_dir = os.path.join(out_dir, "figures")
     os.makedirs(fig_dir, exist_ok=True)
-    shown = min(8, n)
-    conf_clean, conf_adv = (
-        np.asarray(keras.ops.softmax(model(a[:shown]))).max(axis=1) for a in (x, x_adv)
-    )
-    plots.plot_examples(os.path.join(fig_dir, "examples.png"), x, x_adv, y, pred_clean,
-                        pred_adv, run.class_names, clip_min=run.clip_min, clip_max=run.clip_max,
-                        conf_clean=conf_clean, conf_adv=conf_adv, targets=targets,
-                        attack=FLAGS.attack, budget=plots.budget_label(params),
+    plots.plot_examples(os.path.join(fig_dir, "examples.png"), a["x"], a["x_adv"], a["y"],
+                        a["pred_clean"], a["pred_adv"], class_names, clip_min=lo, clip_max=hi,
+                        conf_clean=a["conf_clean"][:8], conf_adv=a["conf_adv"][:8],
+                        targets=targets, attack=rec["params"]["attack"],
+                        budget=plots.budget_label(rec.get("attack_kwargs")),
                         success_rate=metrics["success_rate"])
-    if FLAGS.attack == "iterative_noise" and n > 1:  # seed 001 fig. 16: re-use image 0's noise
-        reused = attacks.apply_noise(x[1:], x_adv[:1] - x[:1], clip_min=run.clip_min,
-                                     clip_max=run.clip_max)
-        pred_reused = evaluation.predict_labels(model, reused)
+    if reuse is not None:
+        target = int(reuse["target"])
         rundir.write_json(os.path.join(out_dir, "noise_reuse.json"), {
-            "target": int(targets[0]), "pred_clean": pred_clean[1:], "pred_noisy": pred_reused,
-            "fraction_predicted_as_target": float(np.mean(pred_reused == targets[0]))})
-        plots.plot_examples(os.path.join(fig_dir, "noise_reuse.png"), x[1:], reused, y[1:],
-                            pred_clean[1:], pred_reused, run.class_names,
-                            clip_min=run.clip_min, clip_max=run.clip_max)
-    tblog.log_images(FLAGS.model_dir, out_dir, "attack", x=x, x_adv=x_adv,
-                     clip_min=run.clip_min, clip_max=run.clip_max, figures=[
+            "target": target, "pred_clean": reuse["pred_clean"],
+            "pred_noisy": reuse["pred_noisy"],
+            "fraction_predicted_as_target": float(np.mean(reuse["pred_noisy"] == target))})
+        plots.plot_examples(os.path.join(fig_dir, "noise_reuse.png"), reuse["x"],
+                            reuse["noisy"], reuse["y"], reuse["pred_clean"],
+                            reuse["pred_noisy"], class_names, clip_min=lo, clip_max=hi)
+    tblog.log_images(list(rec["models"]), out_dir, "attack", x=a["x"], x_adv=a["x_adv"],
+                     clip_min=lo, clip_max=hi, figures=[
                          os.path.join(fig_dir, f) for f in sorted(os.listdir(fig_dir))
                          if f.endswith(".png")])
     rundir.write_json(os.path.join(out_dir, "metrics.json"), metrics)  # completion marker
     logging.info("clean %.4f -> adversarial %.4f (success %.4f, mean L2 %.4f) in %.1fs",
                  metrics["clean_accuracy"], metrics["adversarial_accuracy"],
                  metrics["success_rate"], metrics["mean_l2"], seconds)
+
+
+def merge_shards(out_dir, shards):
+    """``experiments.merge``: joins the shards (``[(folder, config, summary), ...]`` in
+    order) into the files of the unsharded run."""
+    parts = [rundir.read_npz(os.path.join(folder, SHARD_ARRAYS), what="shard arrays")
+             for folder, _, _ in shards]
+    arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]
+              if not k.startswith("reuse_")}
+    reuse = {k[len("reuse_"):]: v for k, v in parts[0].items() if k.startswith("reuse_")}
+    rec = {**shards[0][1], "merged_shards": len(shards)}
+    for key in ("shard_index", "num_shards"):
+        rec.pop(key, None)
+    write_outputs(out_dir, rec, arrays, class_names=shards[0][2]["class_names"],
+                  seconds=float(sum(s["seconds"] for _, _, s in shards)), reuse=reuse or None)
 
 
 def console_main():

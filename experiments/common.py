@@ -38,9 +38,17 @@ def configure_devices(num_cpu_devices):
         import tensorflow as tf
 
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * int(num_cpu_devices)
-        )
+        current = tf.config.get_logical_device_configuration(cpu) or []
+        if len(current) == int(num_cpu_devices):
+            return  # already split (an earlier script main in this process)
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * int(num_cpu_devices)
+            )
+        except RuntimeError:
+            raise InputError(f"--num_cpu_devices={num_cpu_devices} must be set before "
+                             "TensorFlow starts; in one process, pass the same value to "
+                             "every script main.") from None
 
 
 def script_flags():
@@ -391,6 +399,10 @@ def shard_slice(n: int, align: int = 1, index: int | None = None,
     index = FLAGS.shard_index if index is None else index
     num_shards = FLAGS.num_shards if num_shards is None else num_shards
     blocks = -(-int(n) // max(1, int(align)))
+    if blocks < num_shards:
+        raise InputError(f"{n} examples in batches of {align} make {blocks} batch(es), too few "
+                         f"for --num_shards={num_shards}: pass --num_shards<={blocks} (or a "
+                         "smaller --batch_size).")
     lo, hi = blocks * index // num_shards, blocks * (index + 1) // num_shards
     return slice(min(n, lo * align), min(n, hi * align))
 

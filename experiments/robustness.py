@@ -46,6 +46,8 @@ flags.DEFINE_integer("num_examples", 1000, "First N test images.", lower_bound=1
 flags.DEFINE_integer("batch_size", 256, "Examples per attack call.", lower_bound=1)
 common.define_defense_flags()
 flags.DEFINE_bool("sanity", True, "Run gradient-masking sanity checks (PGD, unbounded BIM).")
+common.define_strategy_flags()
+common.define_shard_flags()
 common.define_source_flags()
 
 
@@ -69,33 +71,47 @@ def _levels():
     return levels
 
 
-def _curve(run, model, x, y, levels, attack, kwargs, bar, name):
+def _per_example(run, model, x, y, levels, attack, kwargs, bar, name):
+    """One run's results per example (shards concatenate them): ``{"correct": {level:
+    bool array}, "snr": {level: achieved SNR per image} or None, "sanity": the arrays of
+    :func:`cnnvis_tf.evaluation.sanity_correct` and their "eps", or None}``."""
     box = {"clip_min": run.clip_min, "clip_max": run.clip_max, "batch_size": FLAGS.batch_size}
+    snr = None
     if _budget() == "snr":
-        acc, achieved = evaluation.accuracy_vs_snr(model, x, y, levels, **box)
-        budgets = [-s for s in levels]  # a lower SNR is a larger budget
+        correct, snr = evaluation.correct_vs_snr(model, x, y, levels, **box)
         bar.advance(len(levels), f"{name}: SNR sweep (one gradient)")
     elif attack in ("fgsm", "fgm_l2") and not kwargs:
-        acc = evaluation.accuracy_vs_eps(model, x, y, levels, attack=attack, **box)
-        achieved, budgets = None, levels
+        correct = evaluation.correct_vs_eps(model, x, y, levels, attack=attack, **box)
         bar.advance(len(levels), f"{name}: {attack} sweep (one gradient)")
     else:  # one attack per level: progress per level
-        acc, achieved, budgets = {}, None, levels
+        correct = {}
         for level in levels:
-            acc.update(evaluation.accuracy_vs_eps(model, x, y, [level], attack=attack, **box,
-                                                  **kwargs))
+            correct.update(evaluation.correct_vs_eps(model, x, y, [level], attack=attack,
+                                                     **box, **kwargs))
             bar.advance(1, f"{name}: {attack} at {level:g}")
-    flags_ = evaluation.sanity_flags(budgets, [acc[v] for v in levels])
+    sanity = None
     if FLAGS.sanity:
         span = run.clip_max - run.clip_min
         eps = levels if _budget() == "linf" else [f * span for f in (0.05, 0.1, 0.2, 0.3)]
-        checks = evaluation.sanity_checks(model, x, y, eps, **box)
+        sanity = {**evaluation.sanity_correct(model, x, y, eps, **box), "eps": eps}
+        bar.advance(1, f"{name}: sanity checks")
+    return {"correct": correct, "snr": snr, "sanity": sanity}
+
+
+def _curve(budget, levels, ex):
+    """``(accuracy, achieved SNR, sanity flags)`` of one run from its per-example results."""
+    acc = {k: float(np.mean(v)) for k, v in ex["correct"].items()}
+    achieved = None if ex["snr"] is None else {
+        k: evaluation.finite_mean(v) for k, v in ex["snr"].items()}
+    budgets = [-s for s in levels] if budget == "snr" else levels  # lower SNR, larger budget
+    flags_ = evaluation.sanity_flags(budgets, [acc[v] for v in levels])
+    if ex["sanity"] is not None:
+        checks = evaluation.sanity_summary(ex["sanity"]["eps"], ex["sanity"])
         for key in ("iterative_weaker_than_single_step", "unbounded_attack_fails"):
             flags_[key] = checks[key]
         flags_["messages"] = sorted(set(flags_["messages"] + checks["messages"]))
         flags_["ok"] = not flags_["messages"]
         flags_["checks"] = checks
-        bar.advance(1, f"{name}: sanity checks")
     return acc, achieved, flags_
 
 
@@ -105,6 +121,8 @@ def _col(level):
 
 def main(argv):
     del argv
+    common.check_shard_flags()
+    strategy = common.strategy_from_flags()  # logical devices first, before TF starts
     groups = [[d for d in g.split("+") if d.strip()]
               for g in FLAGS.model_dirs.split(",")] if FLAGS.model_dirs else []
     groups += [[spec] for spec in (FLAGS.model_path, FLAGS.model) if spec]
@@ -129,37 +147,141 @@ def main(argv):
                              + ", ".join(n for n in sorted(attacks.ATTACKS)
                                          if attacks.budget_name(n) == "eps"
                                          and n not in attacks.TARGETED_ONLY) + ".")
+        given = dict(kwargs)
         kwargs = {k: v for k, v in common.effective_attack_params(
             attack, kwargs, seed=FLAGS.seed).items() if k not in (
             "eps", "norm", "targeted", "batch_size", "return_report", "return_queries")}
+        if "eps_iter" in kwargs and given.get("eps_iter") is None:
+            kwargs["eps_iter"] = None  # the default step follows each level's eps
     out_dir = common.make_output_dir(FLAGS.output_dir)
-    common.begin(out_dir, "results.json")
-    columns = ["Clean"] + levels
-    results, curves, errors, fingerprints, cells = {}, {}, {}, {}, {}
+    sources = {d: common.load_source(d, data_dir=FLAGS.data_dir) for g in groups for d in g}
+    fingerprints = {d: run.fingerprint for d, (run, _) in sources.items()}
+    params = {"budget": _budget(), "levels": levels, "attack": attack, "attack_kwargs": kwargs,
+              "num_examples": FLAGS.num_examples, "sanity": FLAGS.sanity, "names": names,
+              "defense": FLAGS.defense, "defense_epochs": FLAGS.defense_epochs,
+              "model_dirs": groups}
+    rec = common.record("experiments.robustness", params, fingerprints)
+    dest = common.shard_dir(out_dir) if common.sharded() else out_dir
+    if common.sharded():
+        if common.shard_is_done(dest, fingerprints.values()):
+            logging.info("Shard %d of %d is already finished (%s); when all are, run: python -m "
+                         "experiments.merge --output_dir=%s", FLAGS.shard_index,
+                         FLAGS.num_shards, dest, out_dir)
+            return
+        common.begin_shard(dest, rec)
+    else:
+        common.begin(out_dir, "results.json")
     bar = Progress(sum(map(len, groups)) * (len(levels) + bool(FLAGS.sanity)), "robustness",
                    unit="levels", interval=0, inplace=False)
+    runs = []  # (facts, per-example results) of every run, in order
     for name, dirs in zip(names, groups, strict=True):
-        per_run = []
         for d in dirs:
-            run, data = common.load_source(d, data_dir=FLAGS.data_dir)
-            fingerprints[d] = run.fingerprint
+            run, data = sources[d]
             n = min(FLAGS.num_examples, len(data.x_test))
-            x, y = data.x_test[:n], data.y_test[:n].astype(np.int64)
+            # A shard computes whole batches of the unsharded run (same seeded batches).
+            part = common.shard_slice(n, FLAGS.batch_size) if common.sharded() else slice(0, n)
+            x, y = data.x_test[:n][part], data.y_test[:n][part].astype(np.int64)
             model, defense = common.apply_defense(run.model, data, run.clip_min, run.clip_max)
-            acc, achieved, sanity = _curve(run, model, x, y, levels, attack, kwargs, bar, name)
-            logging.info("%s (%s): %s; sanity %s", name, d, acc, sanity["messages"] or "ok")
-            per_run.append({"dir": d, "model_fingerprint": run.fingerprint, **defense,
-                            "accuracy": acc,
-                            "achieved_snr_db": achieved, "sanity": sanity, "num_examples": n})
+            with strategy.scope():  # batches split across the strategy's replicas
+                ex = _per_example(run, model, x, y, levels, attack, kwargs, bar, name)
+            runs.append(({"dir": d, "model_fingerprint": run.fingerprint, **defense,
+                          "num_examples": n}, ex))
+    if common.sharded():
+        rundir.write_npz(os.path.join(dest, SHARD_ARRAYS), **_flatten([ex for _, ex in runs]))
+        common.finish_shard(dest, {"runs": [facts for facts, _ in runs],
+                                   "eps": [ex["sanity"] and ex["sanity"]["eps"]
+                                           for _, ex in runs]})
+        return
+    write_outputs(out_dir, rec, runs)
+
+
+SHARD_ARRAYS = "shard.npz"
+
+
+def _flatten(exs):
+    """The per-example arrays of every run as flat npz keys ``<run>:<kind>:<key>``."""
+    out = {}
+    for i, ex in enumerate(exs):
+        for kind in ("correct", "snr"):
+            for key, v in (ex[kind] or {}).items():
+                out[f"{i}:{kind}:{key!r}"] = v
+        for key, v in (ex["sanity"] or {}).items():
+            if key == "fgsm":
+                out.update({f"{i}:fgsm:{j}": c for j, c in enumerate(v)})
+            elif key != "eps":
+                out[f"{i}:sanity:{key}"] = v
+    return out
+
+
+def _unflatten(arrays, eps):
+    """Inverse of :func:`_flatten` (``eps``: each run's sanity budgets or None)."""
+    exs = [{"correct": {}, "snr": None, "sanity": None if e is None else {
+        "eps": e, "fgsm": [None] * len(e)}} for e in eps]
+    for name, v in arrays.items():
+        i, kind, key = name.split(":", 2)
+        ex = exs[int(i)]
+        if kind == "correct":
+            ex["correct"][key.strip("'") if key.startswith("'") else float(key)] = v
+        elif kind == "snr":
+            ex["snr"] = {**(ex["snr"] or {}), float(key): v}
+        elif kind == "fgsm":
+            ex["sanity"]["fgsm"][int(key)] = v
+        else:
+            ex["sanity"][key] = v
+    return exs
+
+
+def merge_shards(out_dir, shards):
+    """``experiments.merge``: joins the shards (``[(folder, config, summary), ...]`` in
+    order) into the files of the unsharded run."""
+    eps = shards[0][2]["eps"]
+    parts = [_unflatten(rundir.read_npz(os.path.join(folder, SHARD_ARRAYS),
+                                        what="shard arrays"), eps) for folder, _, _ in shards]
+    joined = []
+    for i, facts in enumerate(shards[0][2]["runs"]):
+        exs = [p[i] for p in parts]
+        ex = {"correct": {k: np.concatenate([e["correct"][k] for e in exs])
+                          for k in exs[0]["correct"]},
+              "snr": None if exs[0]["snr"] is None else {
+                  k: np.concatenate([e["snr"][k] for e in exs]) for k in exs[0]["snr"]},
+              "sanity": None if exs[0]["sanity"] is None else {
+                  "eps": exs[0]["sanity"]["eps"],
+                  "fgsm": [np.concatenate(c) for c in zip(*[e["sanity"]["fgsm"] for e in exs])],
+                  **{k: np.concatenate([e["sanity"][k] for e in exs])
+                     for k in ("pgd", "unbounded_bim")}}}
+        joined.append((facts, ex))
+    rec = {**shards[0][1], "merged_shards": len(shards)}
+    for key in ("shard_index", "num_shards"):
+        rec.pop(key, None)
+    write_outputs(out_dir, rec, joined)
+
+
+def write_outputs(out_dir, rec, runs):
+    """The table, figure, config.json and, last, results.json from every run's facts and
+    per-example results (also for ``experiments.merge``)."""
+    params = rec["params"]
+    budget, levels, attack, names = (params[k] for k in ("budget", "levels", "attack", "names"))
+    columns = ["Clean"] + levels
+    results, curves, errors, cells = {}, {}, {}, {}
+    todo = iter(runs)
+    for name, dirs in zip(names, params["model_dirs"], strict=True):
+        per_run = []
+        for _ in dirs:
+            facts, ex = next(todo)
+            acc, achieved, sanity = _curve(budget, levels, ex)
+            logging.info("%s (%s): %s; sanity %s", name, facts["dir"], acc,
+                         sanity["messages"] or "ok")
+            per_run.append({**facts, "accuracy": acc, "achieved_snr_db": achieved,
+                            "sanity": sanity})
         cols = {c: [100.0 * r["accuracy"][c] for r in per_run] for c in columns}
         cells[name] = {_col(c): v for c, v in cols.items()}
         curves[name] = {c: float(np.mean(v)) / 100 for c, v in cols.items()}
         errors[name] = {c: (float(np.std(v, ddof=1)) / 100 if len(v) > 1 else 0.0)
                         for c, v in cols.items()}
         results[name] = {"runs": per_run, "mean": curves[name], "std": errors[name]}
-    unit = {"snr": "SNR (dB)", "linf": "L-inf eps", "l2": "L2 eps"}[_budget()]
+    unit = {"snr": "SNR (dB)", "linf": "L-inf eps", "l2": "L2 eps"}[budget]
     notes = []
-    if _budget() == "snr":
+    if budget == "snr":
         notes.append("")
         for name in names:
             ach = [r["achieved_snr_db"] for r in results[name]["runs"]]
@@ -175,18 +297,14 @@ def main(argv):
     fig_dir = os.path.join(out_dir, "figures")
     os.makedirs(fig_dir, exist_ok=True)
     figure = plots.plot_curves(
-        os.path.join(fig_dir, f"accuracy_vs_{_budget()}.png"), curves, xlabel=unit,
-        reverse_x=_budget() == "snr", errors=errors,
+        os.path.join(fig_dir, f"accuracy_vs_{budget}.png"), curves, xlabel=unit,
+        reverse_x=budget == "snr", errors=errors,
         title=f"{attack} ({results[names[0]]['runs'][0]['num_examples']} images)")
-    tblog.log_images(list(fingerprints), out_dir, "robustness",
+    tblog.log_images(list(rec["models"]), out_dir, "robustness",
                      figures=[figure] if figure.endswith(".png") else [])
-    params = {"budget": _budget(), "levels": levels, "attack": attack, "attack_kwargs": kwargs,
-              "num_examples": FLAGS.num_examples, "sanity": FLAGS.sanity, "names": names,
-              "defense": FLAGS.defense, "defense_epochs": FLAGS.defense_epochs,
-              "model_dirs": groups}
-    rundir.write_record(out_dir, common.record("experiments.robustness", params, fingerprints))
+    rundir.write_record(out_dir, rec)
     rundir.write_json(os.path.join(out_dir, "results.json"), {  # completion marker
-        **params, "models": results, "table": stats, "flags": common.script_flags()})
+        **params, "models": results, "table": stats, "flags": rec["flags"]})
     with open(os.path.join(out_dir, "table.md")) as f:
         print(f.read(), end="")
 

@@ -23,6 +23,7 @@ RANK = {
     "cnnvis_tf.layers": 3,
     "cnnvis_tf.tblog": 3,
     "cnnvis_tf.training": 4,
+    "cnnvis_tf.distribute": 4,
     "cnnvis_tf.attacks": 5,
     "cnnvis_tf.vis": 6,
     "cnnvis_tf.vis.metrics": 6,  # works on model functions: imports no other vis module

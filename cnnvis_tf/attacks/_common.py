@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from cnnvis_tf import distribute
 from cnnvis_tf.attacks._steps import compiled, cross_entropy, input_gradient
 from cnnvis_tf.checks import (  # noqa: F401
     check_images,
@@ -52,10 +53,20 @@ def forward(model_fn, x):
     model or layer.
 
     Other callables run eagerly: they may not be traceable (black-box attacks accept them).
+    Under a distributing ``strategy.scope()`` the batch is split across its replicas
+    (:func:`cnnvis_tf.distribute.split_run`).
     """
     if _compilable(model_fn):
-        return _compiled_forward(model_fn, x)
+        return distribute.split_run(_forward_part, (x,), model_fn)
     return model_fn(x)
+
+
+def _forward_part(x, model_fn):
+    return _compiled_forward(model_fn, x)
+
+
+def _gradient_part(x, y, model_fn, targeted, transform):
+    return _logits_and_gradient(model_fn, x, y, targeted, transform)
 
 
 def _compilable(model_fn):
@@ -202,7 +213,8 @@ def prepare(
     try:
         if gradient and _compilable(model_fn):  # logits and gradient in one pass
             y_t = None if y_np is None else tf.convert_to_tensor(y_np, dtype=tf.int64)
-            logits, grad = _logits_and_gradient(model_fn, x_t, y_t, targeted, transform)
+            logits, grad = distribute.split_run(_gradient_part, (x_t, y_t), model_fn,
+                                                targeted, transform)
         else:  # other callables: checked eagerly first, as they may not be traceable
             logits = forward(model_fn, x_t)
     except InputError:
@@ -235,7 +247,8 @@ def prepare(
     if not gradient:
         return model_fn, x_t, y_t, logits
     if grad is None:
-        grad = _logits_and_gradient(model_fn, x_t, y_t, targeted, transform)[1]
+        grad = distribute.split_run(_gradient_part, (x_t, y_t), model_fn, targeted,
+                                    transform)[1]
     return model_fn, x_t, y_t, logits, grad
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
 
+from cnnvis_tf import distribute
 from cnnvis_tf.attacks import _steps
 from cnnvis_tf.attacks._common import check_norm, check_seed, finish, prepare
 from cnnvis_tf.attacks._steps import compiled
@@ -91,9 +92,14 @@ def projected_gradient_descent(
     x_adv = _steps.pgd_start(x, eps, norm=norm, rand_init=bool(rand_init), seed=seed,
                              clip_min=clip_min, clip_max=clip_max)
     floats = [tf.constant(float(v), tf.float32) for v in (eps, eps_iter, clip_min, clip_max)]
-    x_adv = _iterations(model_fn, x, x_adv, y, *floats, tf.constant(nb_iter), norm,
-                        bool(targeted))
+    # Under a strategy's scope the loop runs on every replica's part of the batch.
+    x_adv = distribute.split_run(_iterations_part, (x, x_adv, y), model_fn, *floats,
+                                 tf.constant(nb_iter), norm, bool(targeted))
     return finish(x_adv, clip_min, clip_max)
+
+
+def _iterations_part(x, x_adv, y, model_fn, *rest):
+    return _iterations(model_fn, x, x_adv, y, *rest)
 
 
 @compiled()  # XLA inside attacks.jit_compile()
