@@ -29,7 +29,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Run directory written by experiments.train (or pass "
                     "--model_path/--model with --dataset).")
 flags.DEFINE_string("data_dir", None, "Dataset folder (default: the run's).")
-flags.DEFINE_enum("attack", "fgsm", sorted(attacks.ATTACKS), "Attack to run.")
+flags.DEFINE_enum("attack", "fgsm", sorted(attacks.ATTACKS) + sorted(attacks.GENERATORS),
+                  "Attack to run (class_from_noise: images grown from noise, seed 001).")
 flags.DEFINE_float("eps", None, "Budget of eps attacks (L-inf or L2 by attack).", lower_bound=0)
 flags.DEFINE_float("snr_db", None, "Budget of snr_fgsm in dB (Moreira Freitas 2018: 50, 45, 40, "
                    "33).")
@@ -42,6 +43,17 @@ flags.DEFINE_bool("use_true_labels", True, "Untargeted: move away from the true 
                   "(False: from the model's prediction, as cleverhans does by default).")
 flags.DEFINE_integer("num_examples", 100, "First N test images are attacked.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Examples per attack call.", lower_bound=1)
+# Seed 001's noise experiments (Sahoo 2019, section 4).
+flags.DEFINE_integer("like_index", None, "class_from_noise: test image the generated images "
+                     "must look like (the beta * MSE term; beta=1000 unless --params sets it); "
+                     "the targets are then the other classes and the plain attack is run "
+                     "beside for comparison.", lower_bound=0)
+flags.DEFINE_float("confidence", None, "iterative_noise: add noise until the target's "
+                   "probability reaches this (default: until it is predicted); "
+                   "class_from_noise with schedule=anneal: the probability kept images "
+                   "reach (default 0.9).", lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_integer("source_index", 0, "iterative_noise: test image (< --num_examples) "
+                     "whose noise is re-used on the other attacked images.", lower_bound=0)
 common.define_defense_flags()
 common.define_compute_flags()  # --mixed_precision, --jit_compile
 common.define_source_flags()
@@ -76,6 +88,8 @@ def _attack(argv):
         common.begin(out_dir, "metrics.json")
     n = min(FLAGS.num_examples, len(data.x_test))
     x, y = data.x_test[:n], data.y_test[:n].astype(np.int64)
+    if FLAGS.attack in attacks.GENERATORS:  # seed 001: no input images, one per target
+        return _generate(run, data, kwargs, out_dir)
     targeted = FLAGS.targeted or FLAGS.attack in attacks.TARGETED_ONLY
     targets = None
     if targeted:
@@ -85,6 +99,11 @@ def _attack(argv):
         targets = (np.full(n, FLAGS.target_class, np.int64) if FLAGS.target_class is not None
                    else (y + 1) % data.num_classes)
         kwargs["targeted"] = True
+    if FLAGS.attack == "iterative_noise" and FLAGS.confidence is not None:
+        kwargs["confidence"] = FLAGS.confidence
+    if FLAGS.attack == "iterative_noise" and FLAGS.source_index >= n:
+        raise InputError(f"--source_index={FLAGS.source_index} is not an attacked image: pass "
+                         f"an index below --num_examples={n}.")
     params = common.effective_attack_params(FLAGS.attack, kwargs, seed=FLAGS.seed)
     model, defense = common.apply_defense(common.compute_model(run.model), data,
                                           run.clip_min, run.clip_max)
@@ -148,12 +167,29 @@ SHARD_ARRAYS = "shard.npz"
 
 
 def _noise_reuse(model, run, x, y, x_adv0, target):
-    """Seed 001 fig. 16: image 0's noise added to every other image, and the predictions."""
-    reused = attacks.apply_noise(x[1:], x_adv0[None] - x[:1], clip_min=run.clip_min,
-                                 clip_max=run.clip_max)
-    return {"x": x[1:], "noisy": reused, "y": y[1:], "target": np.int64(target),
-            "pred_clean": evaluation.predict_labels(model, x[1:]),
-            "pred_noisy": evaluation.predict_labels(model, reused)}
+    """Seed 001 figs. 14-16: the noise added to attacked image ``--source_index`` (until its
+    target's probability reaches ``--confidence``, when given) is added to every other
+    attacked image; the predictions and the transfer rate."""
+    from cnnvis_tf.recipes import noise_study
+
+    del x_adv0, target  # the source is attacked on its own (its --target_class or y + 1)
+    k = FLAGS.source_index
+    target = (FLAGS.target_class if FLAGS.target_class is not None
+              else (int(y[k]) + 1) % len(run.class_names))
+    others = np.arange(len(x)) != k
+    params = attacks.attack_kwargs("iterative_noise", params=FLAGS.params)
+    params.pop("confidence", None)
+    study = noise_study.noise_reuse_study(
+        model, x[k], target, x[others], y[others], confidence=FLAGS.confidence,
+        clip_min=run.clip_min, clip_max=run.clip_max,
+        **{key: v for key, v in params.items() if key in ("step_size", "max_iter")})
+    return {"x": x[others], "noisy": study["noisy"], "y": y[others],
+            "target": np.int64(target), "pred_clean": study["pred_clean"],
+            "pred_noisy": study["pred_noisy"], "source_index": np.int64(k),
+            "source_confidence": np.float64(study["source_confidence"]),
+            "source_reached": np.bool_(study["source_reached"]),
+            "transfer_rate": np.float64(study["transfer_rate"]),
+            "num_counted": np.int64(study["num_counted"])}
 
 
 def write_outputs(out_dir, rec, arrays, *, class_names, seconds, report=None, reuse=None):
@@ -185,7 +221,10 @@ def write_outputs(out_dir, rec, arrays, *, class_names, seconds, report=None, re
         rundir.write_json(os.path.join(out_dir, "noise_reuse.json"), {
             "target": target, "pred_clean": reuse["pred_clean"],
             "pred_noisy": reuse["pred_noisy"],
-            "fraction_predicted_as_target": float(np.mean(reuse["pred_noisy"] == target))})
+            "fraction_predicted_as_target": float(np.mean(reuse["pred_noisy"] == target)),
+            **{k: np.asarray(reuse[k]).item() for k in (
+                "source_index", "source_confidence", "source_reached", "transfer_rate",
+                "num_counted") if k in reuse}})
         plots.plot_examples(os.path.join(fig_dir, "noise_reuse.png"), reuse["x"],
                             reuse["noisy"], reuse["y"], reuse["pred_clean"],
                             reuse["pred_noisy"], class_names, clip_min=lo, clip_max=hi)
@@ -212,6 +251,79 @@ def merge_shards(out_dir, shards):
         rec.pop(key, None)
     write_outputs(out_dir, rec, arrays, class_names=shards[0][2]["class_names"],
                   seconds=float(sum(s["seconds"] for _, _, s in shards)), reuse=reuse or None)
+
+
+def _generate(run, data, kwargs, out_dir):
+    """``--attack=class_from_noise``: one image grown from noise per target class (all
+    classes; with ``--like_index`` the others than the reference's, and the plain attack
+    beside), per target whether it was reached and with what confidence (seed 001, figs.
+    11-13): ``class_from_noise.json``, ``figures/class_from_noise.png``,
+    ``adversarial.npz`` (``x``: the reference, or the starting noise), ``metrics.json``."""
+    import inspect
+
+    from cnnvis_tf.recipes import noise_study
+
+    like, like_label = None, None
+    if FLAGS.like_index is not None:
+        if FLAGS.like_index >= len(data.x_test):
+            raise InputError(f"--like_index={FLAGS.like_index} is out of range: the test set "
+                             f"has {len(data.x_test)} images.")
+        like, like_label = data.x_test[FLAGS.like_index], int(data.y_test[FLAGS.like_index])
+    if FLAGS.target_class is not None:
+        if FLAGS.target_class >= data.num_classes:
+            raise InputError(f"--target_class={FLAGS.target_class} is out of range: the model "
+                             f"has {data.num_classes} classes (0..{data.num_classes - 1}).")
+        classes = np.array([FLAGS.target_class])
+    else:
+        classes = np.array([c for c in range(data.num_classes) if c != like_label])
+    if FLAGS.confidence is not None:
+        kwargs["confidence"] = FLAGS.confidence
+    fn = attacks.GENERATORS[FLAGS.attack]
+    params = {p.name: p.default for p in inspect.signature(fn).parameters.values()
+              if p.default is not inspect.Parameter.empty and p.name not in (
+                  "like", "clip_min", "clip_max")}
+    params.update(kwargs)
+    box = {"clip_min": run.clip_min, "clip_max": run.clip_max}
+    start = time.time()
+    study = noise_study.class_from_noise_study(run.model, classes, data.x_test.shape[1:],
+                                               like=like, **box, **kwargs)
+    seconds = time.time() - start
+    images = study["images"]
+    x = np.repeat(like[None], len(classes), 0) if like is not None else study["start"]
+    pred_clean = evaluation.predict_labels(run.model, x)
+    pred_adv = evaluation.predict_labels(run.model, images)
+    y = np.full(len(classes), like_label) if like is not None else pred_clean
+    metrics = evaluation.attack_metrics(y, x, images, pred_clean, pred_adv, targets=classes)
+    metrics.update(seconds=seconds, model_fingerprint=run.fingerprint, defense="none",
+                   reached=study["reached"], num_targets=study["num_targets"])
+    rec = common.record("experiments.attack", {
+        "attack": FLAGS.attack, "attack_kwargs": params, "like_index": FLAGS.like_index,
+        "targets": classes.tolist(), "dataset": run.dataset_name, **box},
+        {FLAGS.model_dir or run.path: run.fingerprint})
+    rec.update(attack_kwargs=params, dataset=run.dataset_name, **box)
+    rundir.write_record(out_dir, rec)
+    rundir.write_adversarial(out_dir, x=x, x_adv=images, y=y, pred_clean=pred_clean,
+                             pred_adv=pred_adv, targets=classes)
+    result = {k: v for k, v in study.items() if k not in ("images", "start", "plain_images")}
+    result.update(like_index=FLAGS.like_index, reference_label=like_label,
+                  attack_kwargs=params)
+    rundir.write_json(os.path.join(out_dir, "class_from_noise.json"), result)
+    fig_dir = os.path.join(out_dir, "figures")
+    os.makedirs(fig_dir, exist_ok=True)
+    imgs, titles = noise_study.figure_panels(study, like, run.class_names)
+    title = (f"Images from noise, target → predicted (confidence): {study['reached']}/"
+             f"{study['num_targets']} reached" + (
+                 f"; beta={params['beta']:g} towards test image {FLAGS.like_index}, "
+                 f"plain below" if like is not None else ""))
+    cols = len(classes) + (1 if like is not None else 0)
+    plots.save(plots.images(imgs, titles, title, cols, run.clip_min, run.clip_max),
+               os.path.join(fig_dir, "class_from_noise.png"))
+    rundir.write_json(os.path.join(out_dir, "metrics.json"), metrics)  # completion marker
+    logging.info("class_from_noise: %d/%d targets reached (mean confidence %.3f)%s",
+                 study["reached"], study["num_targets"], study["mean_confidence"],
+                 "" if like is None else
+                 f"; mean MSE to the reference {study['mean_mse_to_reference']:.4f}, plain "
+                 f"{study['plain']['mean_mse_to_reference']:.4f}")
 
 
 def console_main():

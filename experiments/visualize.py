@@ -34,6 +34,10 @@ flags.DEFINE_integer("channel", None, "Feature map of --layer for guided_backpro
                      "(default: the strongest on the image).", lower_bound=0)
 flags.DEFINE_string("adversarial", None, "adversarial.npz of experiments.attack "
                     "(for adversarial_diff).")
+flags.DEFINE_enum("grouping", "both", ["both", "source", "target", "orig", "adv"],
+                  "adversarial_diff: perturbation groups by source and target label (both), "
+                  "by source (orig) or by target (adv) label (seed 004, Tables 1-3). "
+                  "--layer chooses the deconvnet projection layer (default conv2, seed 004).")
 flags.DEFINE_integer("num_examples", 500, "Test images used by dataset-level methods "
                      "(top_patches, tsne, pca, neighbors, loss_1d, loss_2d).", lower_bound=10)
 flags.DEFINE_integer("filter_index", 0, "Filter of --layer (default: the second conv layer) "
@@ -95,6 +99,7 @@ def main(argv):
         class_names=run.class_names, clip_min=run.clip_min, clip_max=run.clip_max,
         initial_weights=os.path.join(run.path, rundir.INITIAL_WEIGHTS),
         adversarial=adversarial, steps=FLAGS.steps, seed=FLAGS.seed,
+        grouping=FLAGS.grouping,
         filter_index=FLAGS.filter_index, regularization=FLAGS.regularization,
         position=tuple(int(p) for p in FLAGS.position) if FLAGS.position else None,
         other_model=other.model if other else None, num_facets=FLAGS.num_facets,
@@ -111,6 +116,7 @@ def main(argv):
     tblog.log_images(run.path, out_dir, "visualize", figures=pngs)
     params = {"methods": names, "image_index": FLAGS.image_index, "layer": FLAGS.layer,
               "channel": FLAGS.channel, "adversarial": FLAGS.adversarial,
+              "grouping": FLAGS.grouping,
               "num_examples": n, "steps": FLAGS.steps, "seed": FLAGS.seed,
               "filter_index": FLAGS.filter_index, "position": FLAGS.position,
               "regularization": FLAGS.regularization, "other_model_dir": FLAGS.other_model_dir,

@@ -32,7 +32,13 @@ from cnnvis_tf.attacks.fast_gradient_method import (
 from cnnvis_tf.attacks.gaussian_noise import gaussian_noise
 from cnnvis_tf.attacks.lbfgs import lbfgs
 from cnnvis_tf.attacks.momentum_iterative_method import mim, momentum_iterative_method
-from cnnvis_tf.attacks.noise_attacks import apply_noise, class_from_noise, iterative_noise
+from cnnvis_tf.attacks.noise_attacks import (
+    apply_noise,
+    class_from_noise,
+    iterative_noise,
+    noise_start,
+    transfer_rate,
+)
 from cnnvis_tf.attacks.one_pixel import one_pixel
 from cnnvis_tf.attacks.projected_gradient_descent import (
     default_step_size,
@@ -75,12 +81,17 @@ ATTACKS = {
 # the perturbation, or its size is set otherwise, e.g. pixels or patch_size).
 BUDGET = {"cw_l2": None, "lbfgs": None, "snr_fgsm": "snr", "deepfool": None,
           "one_pixel": None, "patch": None, "iterative_noise": None}
+# Image generators: no input image, one generated image per target class
+# (``fn(model_fn, classes, input_shape, ...)``; seed 001's images grown from noise).
+GENERATORS = {"class_from_noise": class_from_noise}
 # Attacks that only make sense with targets (y=<targets> and targeted=True).
 TARGETED_ONLY = ("lbfgs", "patch", "iterative_noise")
 
 
 def budget_name(name):
     """The budget argument of attack ``name``: ``"eps"``, ``"snr"`` or None."""
+    if name in GENERATORS:
+        return None
     get_attack(name)
     return BUDGET.get(name, "eps")
 
@@ -125,11 +136,13 @@ def attack_kwargs(name, *, eps=None, snr=None, params=""):
       InputError: unknown attack, malformed ``params``, an argument the attack does not
         take, or a budget given to an attack without one.
     """
-    fn = get_attack(name)
+    fn = GENERATORS[name] if name in GENERATORS else get_attack(name)
     accepted = set(inspect.signature(fn).parameters)
     if name in _FRONT_OF:  # thin fronts: they take the full signature except norm
         accepted |= set(inspect.signature(_FRONT_OF[name]).parameters) - {"norm"}
     accepted -= {"model_fn", "x", "kwargs"}
+    if name in GENERATORS:  # the script chooses these (--target_class, --like_index)
+        accepted -= {"classes", "input_shape", "like"}
     kwargs = {}
     for item in filter(None, (p.strip() for p in (params or "").split(","))):
         key, sep, value = item.partition("=")
@@ -197,6 +210,9 @@ __all__ = [
     "iterative_noise",
     "apply_noise",
     "class_from_noise",
+    "GENERATORS",
+    "noise_start",
+    "transfer_rate",
     "gaussian_noise",
     "TARGETED_ONLY",
     "apgd",

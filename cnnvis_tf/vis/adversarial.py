@@ -21,6 +21,8 @@ from cnnvis_tf.vis.guided import Deconvnet
 from cnnvis_tf.volatility import group_indices, pair_volatility
 
 PAIR_KEYS = ("x", "x_adv", "y", "pred_clean", "pred_adv")
+# Seed 004's groups by source (original label), target (adversarial label) or both.
+GROUPING_ALIASES = {"source": "orig", "target": "adv"}
 
 
 def load_pairs(path):
@@ -45,6 +47,16 @@ def default_layers(model):
     hidden = [k for k in r.order if k != r.head and
               isinstance(r.layers[k], (keras.layers.Conv2D, keras.layers.Dense))]
     return [r.activation_layer(n) for n in hidden]
+
+
+def default_project_layer(model):
+    """Seed 004 projects from conv2: the second conv layer's activation (the first's if the
+    model has one conv layer, the first default layer if none)."""
+    r = _resolved(model)
+    convs = r.conv_layers()
+    if convs:
+        return r.activation_layer(convs[1] if len(convs) > 1 else convs[0])
+    return default_layers(r)[0]
 
 
 def _resolved(model):
@@ -81,15 +93,18 @@ def analyze(model, pairs, layers=None, by="both", fraction=0.1, project_layer=No
       pairs: dict with :data:`PAIR_KEYS` (see :func:`load_pairs`).
       layers: layer names (default :func:`default_layers`).
       by: perturbation grouping, one of :data:`cnnvis_tf.volatility.GROUPINGS`
-        (``"both"``, ``"orig"`` or ``"adv"``).
+        (``"both"``, ``"orig"`` or ``"adv"``; ``"source"`` and ``"target"`` name the last
+        two).
       fraction: top fraction of neurons counted as fooled in :func:`fooling_rate`.
       project_layer: layer whose activations are projected back to the image by the
-        deconvnet and averaged per group (default the first of ``layers``).
+        deconvnet and averaged per group; a conv/dense layer means its rectified output
+        (``conv2`` -> ``conv2_relu``); default :func:`default_project_layer` (seed 004:
+        conv2).
       max_groups: projections are computed for the largest groups only.
       clip_min, clip_max: the model's input range.
 
     Returns:
-      dict: ``layers``; per layer ``volatility/<l>`` (N, neurons), ``ranking/<l>`` neuron
+      dict: ``layers``, ``grouping``, ``project_layer``; per layer ``volatility/<l>`` (N, neurons), ``ranking/<l>`` neuron
       indices by mean volatility, ``fooling_rate/<l>``, ``mean_diff/<l>`` mean
       activation difference (adv - clean) over pairs; ``groups`` {key: indices};
       ``projection/<key>`` (3, H, W, C) mean clean, adversarial and difference projections.
@@ -99,6 +114,9 @@ def analyze(model, pairs, layers=None, by="both", fraction=0.1, project_layer=No
     layers = list(layers or default_layers(r))
     for name in layers:
         r.get(name)
+    by = GROUPING_ALIASES.get(by, by)
+    proj = r.activation_layer(project_layer) if project_layer else default_project_layer(r)
+    r.get(proj)  # an unknown layer fails here, naming the valid ones
     x, x_adv = deconv.images(pairs["x"], "x"), deconv.images(pairs["x_adv"], "x_adv")
     if x.shape != x_adv.shape:
         raise InputError(f"x and x_adv must pair up; received shapes {x.shape} and "
@@ -107,7 +125,7 @@ def analyze(model, pairs, layers=None, by="both", fraction=0.1, project_layer=No
     pred_adv = check_labels(pairs["pred_adv"], len(x), r.num_classes, name="pred_adv")
     fraction = check_fraction("fraction", fraction, low_open=True)
     clean, adv = r.predict(x, layers), r.predict(x_adv, layers)
-    out = {"layers": layers}
+    out = {"layers": layers, "grouping": by}
     for i, name in enumerate(layers):
         v = pair_volatility(clean[i], adv[i])
         out[f"volatility/{name}"] = v
@@ -116,7 +134,6 @@ def analyze(model, pairs, layers=None, by="both", fraction=0.1, project_layer=No
         out[f"mean_diff/{name}"] = (adv[i] - clean[i]).mean(axis=0)
     groups = group_indices(y, pred_adv, by)
     out["groups"] = groups
-    proj = project_layer or layers[0]
     out["project_layer"] = proj
     for key in sorted(groups, key=lambda k: -len(groups[k]))[:max_groups]:
         idx = groups[key]

@@ -48,6 +48,7 @@ class Context:
     clip_max: float = 1.0
     initial_weights: str = None
     adversarial: str = None
+    grouping: str = "both"
     steps: int = 100
     seed: int = 0
     filter_index: int = 0
@@ -263,9 +264,10 @@ def _adversarial_diff(ctx):
         raise InputError("adversarial_diff needs --adversarial=<experiments.attack "
                          "output_dir>/adversarial.npz.")
     res = adversarial.analyze(ctx.model, adversarial.load_pairs(ctx.adversarial),
-                              **_clip(ctx))
+                              by=ctx.grouping, project_layer=ctx.layer, **_clip(ctx))
     groups = res.pop("groups")
     facts = {"layers": res.pop("layers"), "project_layer": res.pop("project_layer"),
+             "grouping": res.pop("grouping"),
              "groups": {k: v.tolist() for k, v in groups.items()}}
     fig = plotting.adversarial(dict(res, **facts), ctx.clip_min, ctx.clip_max)
     return Output(res, facts, fig)
