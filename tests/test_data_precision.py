@@ -131,6 +131,8 @@ def test_compute_settings_are_settings():
         assert training.settings_differences(new, changed) == [(key, False, True)]
         assert training.settings_differences(old, changed, defaults=defaults) == [
             (key, None, True)]
+        with pytest.raises(InputError, match=key):
+            recipes.TrainConfig(embedded=True, **{key: "yes"}).validate()
 
 
 # ----------------------------------------------------------------------------- precision

@@ -126,6 +126,10 @@ class TrainConfig:
         finite("noise_sigma", 0)
         finite("adv_loss_weight", 0, allow_none=True)
         self._validate_adv_recipe()
+        for name in ("mixed_precision", "jit_compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"Invalid value received for argument `{name}`. Expected "
+                                 f"True or False. Received: {name}={getattr(self, name)!r}")
         for name in ("epochs", "batch_size", "pgd_steps", "smooth_power"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
