@@ -30,7 +30,7 @@ flags.DEFINE_string("model_dir", None, "Run directory written by experiments.tra
                     "--model_path/--model with --dataset).")
 flags.DEFINE_string("data_dir", None, "Dataset folder (default: the run's).")
 flags.DEFINE_enum("attack", "fgsm", sorted(attacks.ATTACKS) + sorted(attacks.GENERATORS),
-                  "Attack to run (class_from_noise: images grown from noise, seed 001).")
+                  "Attack to run (class_from_noise: images grown from noise, Sahoo 2019).")
 flags.DEFINE_float("eps", None, "Budget of eps attacks (L-inf or L2 by attack).", lower_bound=0)
 flags.DEFINE_float("snr_db", None, "Budget of snr_fgsm in dB (Moreira Freitas 2018: 50, 45, 40, "
                    "33).")

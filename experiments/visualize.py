@@ -36,8 +36,8 @@ flags.DEFINE_string("adversarial", None, "adversarial.npz of experiments.attack 
                     "(for adversarial_diff).")
 flags.DEFINE_enum("grouping", "both", ["both", "source", "target", "orig", "adv"],
                   "adversarial_diff: perturbation groups by source and target label (both), "
-                  "by source (orig) or by target (adv) label (seed 004, Tables 1-3). "
-                  "--layer chooses the deconvnet projection layer (default conv2, seed 004).")
+                  "by source (orig) or by target (adv) label (Hinthorn, Tables 1-3). "
+                  "--layer chooses the deconvnet projection layer (default conv2, Hinthorn).")
 flags.DEFINE_integer("num_examples", 500, "Test images used by dataset-level methods "
                      "(top_patches, tsne, pca, neighbors, loss_1d, loss_2d).", lower_bound=10)
 flags.DEFINE_integer("filter_index", 0, "Filter of --layer (default: the second conv layer) "
