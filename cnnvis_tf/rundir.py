@@ -117,6 +117,10 @@ def _writable_dir(path):
     return ensure_dir(os.path.dirname(os.path.abspath(path)))
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode="w", **kwargs):
     """Opens a temp file beside ``path``; on success it is flushed, synced and renamed over
@@ -130,6 +134,7 @@ def atomic_open(path, mode="w", **kwargs):
         raise InputError(f"Cannot write in {folder} ({err.strerror}); choose a writable "
                          "--output_dir with free space.") from None
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
             f.flush()

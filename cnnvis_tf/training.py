@@ -268,6 +268,27 @@ def _existing_settings(run_dir):
     return cfg.get("settings", {}) if isinstance(cfg, dict) else {}
 
 
+def _keep_provenance(run_dir, cfg, epochs):
+    """On a resume, config.json keeps the code version that trained the first epochs
+    (``git_commit``, ``versions``); a resume that trains more epochs is appended to
+    ``resumes`` with its own commit, so the record never claims a commit that did not train."""
+    cfg_path = os.path.join(run_dir, rundir.CONFIG)
+    state_path = os.path.join(run_dir, rundir.CHECKPOINTS, _STATE)
+    if not (os.path.exists(cfg_path) and os.path.exists(state_path)):
+        return cfg
+    old = rundir.read_json(cfg_path, "pass --overwrite to start the run afresh")
+    if not isinstance(old, dict) or "git_commit" not in old:
+        return cfg
+    done = int(rundir.read_json(state_path, "pass --overwrite to start afresh")["epochs_done"])
+    resumes = list(old.get("resumes", []))
+    if done < epochs:
+        resumes.append({"git_commit": cfg["git_commit"], "versions": cfg["versions"],
+                        "from_epoch": done, "to_epoch": epochs})
+    cfg.update({"git_commit": old["git_commit"], "versions": old.get("versions", cfg["versions"]),
+                "resumes": resumes})
+    return cfg
+
+
 def _classifier(model):
     """The plain classifier inside a training wrapper (any model with a ``classifier``
     attribute, e.g. ``defenses.DefenseModel``), else the model."""
@@ -484,6 +505,7 @@ def _train_locked(run_dir, data, build_fn, *, epochs, batch_size, optimizer, lea
     cfg.update(facts)
     cfg.update({"settings": full, "git_commit": rundir.git_commit(),
                 "versions": rundir.versions(), "num_replicas": strategy.num_replicas_in_sync})
+    cfg = _keep_provenance(run_dir, cfg, epochs)
     rundir.write_json(os.path.join(run_dir, rundir.CONFIG), cfg)
 
     state_path = os.path.join(run_dir, rundir.CHECKPOINTS, _STATE)

@@ -227,3 +227,27 @@ def test_settings_added_later_at_their_default_still_resume():
     assert training.settings_differences(old, {**old, "epochs": 1}) == [("epochs", 2, 1)]
     assert training.settings_differences({"data": {"n": 1}}, {"data": {"n": 2}}) == [
         ("data.n", 1, 2)]
+
+
+def test_resume_keeps_the_commit_that_trained(tmp_path, monkeypatch):
+    data = _data()
+    run = str(tmp_path / "run")
+    monkeypatch.setattr(rundir, "git_commit", lambda: "aaaa")
+    _train(run, data, epochs=1)
+    monkeypatch.setattr(rundir, "git_commit", lambda: "bbbb")
+    _train(run, data, epochs=1)  # nothing to train: the record must not change its commit
+    cfg = rundir.read_json(os.path.join(run, rundir.CONFIG))
+    assert cfg["git_commit"] == "aaaa" and cfg["resumes"] == []
+    _train(run, data, epochs=2)
+    cfg = rundir.read_json(os.path.join(run, rundir.CONFIG))
+    assert cfg["git_commit"] == "aaaa"
+    assert [(r["git_commit"], r["from_epoch"], r["to_epoch"]) for r in cfg["resumes"]] == [
+        ("bbbb", 1, 2)]
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    path = str(tmp_path / "a.json")
+    rundir.write_json(path, {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask

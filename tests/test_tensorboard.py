@@ -3,6 +3,7 @@ across a resume); figures and adversarial examples of the analysis scripts as im
 scripts' output through a pipe (plain progress lines, no terminal codes)."""
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -172,8 +173,12 @@ def test_attack_script_progress_and_images(mnist_run, tmp_path):
 
 def test_robustness_and_visualize_scripts_progress_and_images(mnist_run, tmp_path):
     lines = _script("experiments.robustness", f"--model_dirs={mnist_run['dir']}",
-                    "--attack=pgd", "--eps=0.05,0.1", "--params=nb_iter=2,eps_iter=0.02",
+                    "--attack=pgd", "--eps=0.05,0.1", "--params=nb_iter=2",
                     "--num_examples=8", "--nosanity", f"--output_dir={tmp_path / 'tb_rob'}")
+    # No --params eps_iter: the default step follows each level's eps (it was once taken from
+    # the attack's default eps=0.3 and refused for eps=0.05).
+    rec = json.load(open(os.path.join(tmp_path, "tb_rob", "config.json")))
+    assert rec["params"]["attack_kwargs"]["eps_iter"] is None
     assert [(g[0], g[1], g[2], g[3]) for g in lines] == [
         ("robustness", "1", "2", "levels"), ("robustness", "2", "2", "levels")]
     assert _images(os.path.join(mnist_run["dir"], "tensorboard", "robustness_tb_rob")) == {
