@@ -49,6 +49,29 @@ _EXPORTS = {
     "top_patches": "patches",
     "tsne": "embedding",
     "METHODS": "methods",
+    # Attribution methods and controls compared by experiments.explain_eval.
+    "GradientInput": "attribution",
+    "LayerCAM": "attribution",
+    "OcclusionMap": "attribution",
+    "RISE": "attribution",
+    "VarGrad": "attribution",
+    "ATTRIBUTIONS": "attribution",
+    "CONTROLS": "attribution",
+    "edge_map": "attribution",
+    "explainer": "attribution",
+    "random_map": "attribution",
+    # Explanation-quality metrics.
+    "CurveResult": "metrics",
+    "RandomizationResult": "metrics",
+    "baseline_images": "metrics",
+    "complexity": "metrics",
+    "deletion": "metrics",
+    "insertion": "metrics",
+    "mu_fidelity": "metrics",
+    "random_logit": "metrics",
+    "randomization_check": "metrics",
+    "sparseness": "metrics",
+    "spearman": "metrics",
 }
 
 __all__ = sorted(_EXPORTS)
