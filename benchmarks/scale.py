@@ -7,7 +7,8 @@ The CPU is split into 2 logical devices (as ``--num_cpu_devices=2``), so on a CP
 point is correctness and overhead, not speed: the 2 replicas share the same cores. Every
 number comes from this one process, best of ``--repeats`` after a warm-up, interleaved:
 
-- ``overhead_1_replica``: MirroredStrategy on one device vs no strategy (goal <= 10 %);
+- ``overhead_1_replica``: MirroredStrategy on one device vs no strategy (goal <= 10 %),
+  and ``split_run_call_ms``: the fixed cost it adds to each kernel call (a trivial kernel);
 - ``speedup_2_replicas``: no strategy vs MirroredStrategy on 2 logical CPUs;
 - ``overhead_sharded``: ``--num_shards`` shards computed one after the other (slices of
   whole batches, joined as experiments.merge does) vs one pass (in a job array the shards
@@ -108,6 +109,14 @@ def main(argv):
             "speedup_2_replicas": best["1 device"] / best["2 replicas"],
             "overhead_sharded": best["sharded"] / best["1 device"] - 1,
         }
+    # The fixed cost of one split_run at 1 replica, measured on a trivial kernel (less
+    # sensitive to the machine's load than whole passes): per kernel call, in ms.
+    xt = tf.constant(x[:bs])
+    direct = _per_call(lambda: _first_pixel(xt, model))
+    with scopes["1 replica"].scope():
+        split = _per_call(lambda: distribute.split_run(_first_pixel, (xt,), model))
+    results["split_run_call_ms"] = {"direct": direct, "1 replica": split,
+                                    "added": split - direct}
     low = cam.low_res(x[:bs], y[:bs])
     results["gradcam"]["max_abs_diff_vs_GradCAM_low_res"] = float(
         np.abs(outputs["gradcam", "1 device"][:bs] - low).max())
@@ -125,12 +134,32 @@ def main(argv):
               f"10%), 2 replicas {r['speedup_2_replicas']:.2f}x, {FLAGS.num_shards} shards in "
               f"turn {100 * r['overhead_sharded']:+.1f}%; max |diff| to 1 device "
               f"{max(r['max_abs_diff_vs_1_device'].values()):.2g}")
+    c = results["split_run_call_ms"]
+    print(f"one kernel call: {c['direct']:.3f} ms direct, {c['1 replica']:.3f} ms through "
+          f"split_run at 1 replica ({c['added']:+.3f} ms)")
     print("Grad-CAM kernel vs GradCAM.low_res: max |diff| "
           f"{results['gradcam']['max_abs_diff_vs_GradCAM_low_res']:.2g}")
     if FLAGS.output_dir:
         os.makedirs(FLAGS.output_dir, exist_ok=True)
         with open(os.path.join(FLAGS.output_dir, "benchmark_scale.json"), "w") as f:
             json.dump(results, f, indent=2)
+
+
+@tf.function
+def _first_pixel(x, model):
+    del model
+    return x[:, 0, 0, 0]
+
+
+def _per_call(fn, calls=300):
+    fn()
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - start) / calls * 1e3)
+    return best
 
 
 def _under(strategy, fn, x, y):
