@@ -135,13 +135,9 @@ def main(argv):
                                                fingerprints))
     fig_dir = os.path.join(out_dir, "figures")
     os.makedirs(fig_dir, exist_ok=True)
-    cols = [f"{s:g}" for s in levels]
+    snr_curves, snr_errors = dt.snr_curves(variants, stats, levels)  # "Clean": dashed line
     plots.plot_curves(
-        os.path.join(fig_dir, "accuracy_vs_snr.png"),
-        {stats[v.key]["label"]: dict(zip(levels, (stats[v.key]["mean"][c] for c in cols)))
-         for v in variants},
-        errors={stats[v.key]["label"]: dict(zip(levels, (stats[v.key]["std"][c] for c in cols)))
-                for v in variants},
+        os.path.join(fig_dir, "accuracy_vs_snr.png"), snr_curves, errors=snr_errors,
         xlabel="SNR (dB)", reverse_x=True,
         title=f"SNR-bounded FGSM, {FLAGS.dataset}, {FLAGS.seeds} seed(s)",
     )

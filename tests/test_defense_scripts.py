@@ -157,3 +157,24 @@ def test_variants_with_data_augmentation_and_gain_criterion():
     single = {k: {**v, "num_runs": 1} for k, v in stats.items()}
     assert not protocols.adversarial_gains(single)["adv"]["20"]["exceeds_std"]
     assert "at 20 (+10.00 > 2.00)" in "\n".join(protocols.gain_notes(gains, stats))
+
+
+def test_snr_curves_carry_the_clean_level_drawn_dashed():
+    from cnnvis_tf.vis import plotting
+
+    vs = protocols.parse_variants("vanilla,adv")
+    per_run = {"vanilla": [{"Clean": 0.98, "33": 0.90, "20": 0.50},
+                           {"Clean": 0.96, "33": 0.88, "20": 0.40}],
+               "adv": [{"Clean": 0.97, "33": 0.93, "20": 0.70}]}
+    stats = protocols.variant_stats(vs, per_run, [33.0, 20.0])
+    curves, errors = protocols.snr_curves(vs, stats, [33.0, 20.0])
+    assert curves["Vanilla"] == pytest.approx({33.0: 0.89, 20.0: 0.45, "Clean": 0.97})
+    assert curves["Adv"]["Clean"] == pytest.approx(0.97)
+    assert errors["Vanilla"][20.0] == pytest.approx(np.std([0.5, 0.4], ddof=1))
+    assert "Clean" not in errors["Vanilla"]
+    fig = plotting.curves_figure(curves, errors=errors, xlabel="SNR (dB)", reverse_x=True)
+    dashed = sorted(round(line.get_ydata()[0], 6) for line in fig.axes[0].get_lines()
+                    if line.get_linestyle() == "--")
+    assert dashed == pytest.approx([97.0, 97.0])  # one clean line per variant, in percent
+    assert sorted(float(t) for t in fig.axes[0].get_xticks()) == [20.0, 33.0]
+    plotting.plt.close(fig)

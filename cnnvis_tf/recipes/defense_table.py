@@ -217,6 +217,19 @@ def variant_stats(variants, per_run, snr_levels):
     return stats
 
 
+def snr_curves(variants, stats, snr_levels) -> tuple:
+    """The accuracy-vs-SNR curves of :func:`variant_stats` for ``plotting.plot_curves``:
+    ``(curves, errors)``, each ``{label: {snr: fraction, ..., "Clean": fraction}}`` (the
+    "Clean" entry is the dashed clean-accuracy line of the figure)."""
+    curves, errors = {}, {}
+    for v in variants:
+        s = stats[v.key]
+        curves[s["label"]] = {**{lv: s["mean"][_col(lv)] for lv in snr_levels},
+                              "Clean": s["mean"]["Clean"]}
+        errors[s["label"]] = {lv: s["std"][_col(lv)] for lv in snr_levels}
+    return curves, errors
+
+
 def write_table(out_dir, variants, per_run, snr_levels, title):
     """Writes ``table.md``/``table.csv`` (mean ± sample std in percent) from per-run rows,
     with the adversarial-training gains (:func:`adversarial_gains`) under the table.
