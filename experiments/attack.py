@@ -227,7 +227,10 @@ def write_outputs(out_dir, rec, arrays, *, class_names, seconds, report=None, re
                 "num_counted") if k in reuse}})
         plots.plot_examples(os.path.join(fig_dir, "noise_reuse.png"), reuse["x"],
                             reuse["noisy"], reuse["y"], reuse["pred_clean"],
-                            reuse["pred_noisy"], class_names, clip_min=lo, clip_max=hi)
+                            reuse["pred_noisy"], class_names, clip_min=lo, clip_max=hi,
+                            targets=np.full(len(reuse["y"]), target),
+                            attack="image 0's noise re-used",
+                            success_rate=float(np.mean(reuse["pred_noisy"] == target)))
     tblog.log_images(list(rec["models"]), out_dir, "attack", x=a["x"], x_adv=a["x_adv"],
                      clip_min=lo, clip_max=hi, figures=[
                          os.path.join(fig_dir, f) for f in sorted(os.listdir(fig_dir))

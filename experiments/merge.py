@@ -105,5 +105,9 @@ def main(argv):
     module.merge_shards(out_dir, shards)
 
 
-if __name__ == "__main__":
+def console_main():
     common.run(main, required=("output_dir",))
+
+
+if __name__ == "__main__":
+    console_main()
