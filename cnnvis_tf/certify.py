@@ -11,9 +11,12 @@ the image's index, so a set split into shards or across replicas draws the same 
 values of local gradient norms (reverse Weibull fit).
 """
 
+from collections.abc import Callable, Sequence
+
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 from scipy import stats
 
 from cnnvis_tf.attacks import _steps, forward
@@ -25,7 +28,7 @@ __all__ = ["ABSTAIN", "Smoothed", "clopper_pearson_lower", "certified_radius",
 ABSTAIN = -1
 
 
-def clopper_pearson_lower(successes, trials, alpha):
+def clopper_pearson_lower(successes: ArrayLike, trials: ArrayLike, alpha: float) -> np.ndarray:
     """One-sided ``1 - alpha`` Clopper-Pearson lower confidence bound of a binomial
     proportion: ``Beta(alpha; k, n - k + 1)`` quantile (0 when ``k = 0``)."""
     k, n = np.asarray(successes, np.float64), np.asarray(trials, np.float64)
@@ -34,7 +37,7 @@ def clopper_pearson_lower(successes, trials, alpha):
     return np.where(k > 0, np.nan_to_num(low), 0.0)
 
 
-def certified_radius(p_lower, sigma):
+def certified_radius(p_lower: ArrayLike, sigma: float) -> np.ndarray:
     """``sigma * Phi^-1(p_lower)`` where ``p_lower > 1/2``, else ``ABSTAIN`` (-1)."""
     p = np.asarray(p_lower, np.float64)
     with np.errstate(divide="ignore"):
@@ -55,7 +58,8 @@ class Smoothed:
       seed: seed of the noise (stateless draws keyed by seed, call number and image index).
     """
 
-    def __init__(self, model_fn, num_classes, sigma=0.25, *, batch_size=1000, seed=0):
+    def __init__(self, model_fn: Callable, num_classes: int, sigma: float = 0.25, *,
+                 batch_size: int = 1000, seed: int = 0):
         self.model_fn = model_fn
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.sigma = check_positive("sigma", sigma)
@@ -63,7 +67,7 @@ class Smoothed:
         self.seed = seed
         self._calls = 0
 
-    def counts(self, x, num, *, start=0):
+    def counts(self, x: ArrayLike, num: int, *, start: int = 0) -> np.ndarray:
         """Class counts, shape ``(N, num_classes)``, of the base decisions on ``num``
         noisy copies of each image of ``x`` (copies of several images share a batch).
 
@@ -103,7 +107,8 @@ class Smoothed:
     def _predict(self, batch, noise):
         return np.asarray(forward(self.model_fn, batch + self.sigma * noise)).argmax(1)
 
-    def predict(self, x, n=1000, alpha=0.001, *, start=0):
+    def predict(self, x: ArrayLike, n: int = 1000, alpha: float = 0.001, *,
+                start: int = 0) -> np.ndarray:
         """Smoothed prediction: the top class if a two-sided binomial test of its count
         against the runner-up's rejects equality at level ``alpha``, else ``ABSTAIN``.
 
@@ -120,7 +125,8 @@ class Smoothed:
                             for a, b in zip(n_a, n_b)])
         return np.where(pvalues <= alpha, top, ABSTAIN).astype(np.int64)
 
-    def certify(self, x, n0=100, n=100_000, alpha=0.001, *, start=0):
+    def certify(self, x: ArrayLike, n0: int = 100, n: int = 100_000, alpha: float = 0.001, *,
+                start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CERTIFY of Cohen et al.: the class guessed from ``n0`` draws, its probability
         bounded below from ``n`` fresh draws (Clopper-Pearson, level ``1 - alpha``);
         ``start`` as in :meth:`counts`.
@@ -139,7 +145,8 @@ class Smoothed:
         return pred, radius, p_lower
 
 
-def certified_accuracy(prediction, radius, y, radii):
+def certified_accuracy(prediction: ArrayLike, radius: ArrayLike, y: ArrayLike,
+                       radii: Sequence[float]) -> list[float]:
     """Fraction of examples predicted correctly with a certified radius ``>= r``, for each
     ``r`` in ``radii`` (abstentions count as wrong). Non-increasing in ``r``."""
     prediction, radius, y = (np.asarray(a) for a in (prediction, radius, y))
@@ -162,8 +169,9 @@ def _margin_grad_norm(model_fn, z, label, target, q):
 
 # Weng, Zhang, Chen, Yi, Su, Gao, Hsieh, Daniel. Evaluating the Robustness of Neural
 # Networks: An Extreme Value Theory Approach (CLEVER). ICLR 2018.
-def clever(model_fn, x, *, norm=2, radius=None, nb_batch=50, batch_size=100, targets="top2",
-           seed=0, clip_min=0.0, clip_max=1.0):
+def clever(model_fn: Callable, x: ArrayLike, *, norm: float | int = 2, radius: float | None = None,
+           nb_batch: int = 50, batch_size: int = 100, targets: str = "top2", seed: int = 0,
+           clip_min: float = 0.0, clip_max: float = 1.0) -> np.ndarray:
     """CLEVER score of each image: ``min_j min(g_j(x) / L_j, radius)``, ``g_j = f_c - f_j``
     and ``L_j`` the location of a reverse Weibull fitted to ``nb_batch`` maxima of
     ``||grad g_j||_q`` over ``batch_size`` points drawn uniformly in the ``norm`` ball

@@ -17,7 +17,7 @@ across the strategy's replicas (:mod:`cnnvis_tf.distribute`), with the same resu
 """
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -70,8 +70,8 @@ def predict_labels(model_fn: Callable, x: ArrayLike, batch_size: int = 256) -> n
 
 
 def run_attack(attack: str | Callable, model_fn: Callable, x: ArrayLike,
-               y: ArrayLike | None = None, *, batch_size: int = 256, progress=False,
-               **kwargs) -> np.ndarray:
+               y: ArrayLike | None = None, *, batch_size: int = 256,
+               progress: bool = False, **kwargs) -> np.ndarray:
     """Runs ``attack`` (a registry name or function) over ``x`` in batches.
 
     ``y`` holds labels, or target classes when ``targeted=True`` is in ``kwargs``;
@@ -141,8 +141,9 @@ def attack_metrics(y: ArrayLike, x: ArrayLike, x_adv: ArrayLike, pred_clean: Arr
     }
 
 
-def gradient_directions(model_fn, x, y, *, norm=np.inf, clip_min=0.0, clip_max=1.0,
-                        batch_size=256):
+def gradient_directions(model_fn: Callable, x: ArrayLike, y: ArrayLike, *,
+                        norm: float | int | str = np.inf, clip_min: float = 0.0,
+                        clip_max: float = 1.0, batch_size: int = 256) -> np.ndarray:
     """FGSM/FGM step directions (``sign(grad)`` or unit-L2 grad), computed once.
 
     ``y`` are the true labels (the loss is their cross-entropy).
@@ -155,8 +156,9 @@ def gradient_directions(model_fn, x, y, *, norm=np.inf, clip_min=0.0, clip_max=1
     ])
 
 
-def fgsm_sweep(model_fn, x, y, eps_list, *, norm=np.inf, clip_min=0.0, clip_max=1.0,
-               batch_size=256):
+def fgsm_sweep(model_fn: Callable, x: ArrayLike, y: ArrayLike, eps_list: Sequence[float], *,
+               norm: float | int | str = np.inf, clip_min: float = 0.0, clip_max: float = 1.0,
+               batch_size: int = 256) -> list[float]:
     """Accuracy under FGSM/FGM for many ``eps`` with one gradient computation.
 
     Returns:
@@ -175,8 +177,9 @@ def _mean(correct):
     return float(np.mean(correct))
 
 
-def fgsm_sweep_correct(model_fn, x, y, eps_list, *, norm=np.inf, clip_min=0.0, clip_max=1.0,
-                       batch_size=256):
+def fgsm_sweep_correct(model_fn: Callable, x: ArrayLike, y: ArrayLike, eps_list: Sequence[float],
+                       *, norm: float | int | str = np.inf, clip_min: float = 0.0,
+                       clip_max: float = 1.0, batch_size: int = 256) -> list[np.ndarray]:
     """:func:`fgsm_sweep` per example: one boolean array (correct under FGSM) per ``eps``.
     Per-example results of parts of a set (shards) concatenate into those of the set."""
     eps_list = [check_nonneg("eps", e) for e in eps_list]
@@ -196,16 +199,18 @@ def fgsm_sweep_correct(model_fn, x, y, eps_list, *, norm=np.inf, clip_min=0.0, c
         np.zeros(0, bool) for _ in eps_list]
 
 
-def accuracy_vs_eps(model_fn, x, y, eps_list, *, attack="fgsm", clip_min=0.0, clip_max=1.0,
-                    batch_size=256, **attack_kwargs):
+def accuracy_vs_eps(model_fn: Callable, x: ArrayLike, y: ArrayLike, eps_list: Sequence[float], *,
+                    attack: str | Callable = "fgsm", clip_min: float = 0.0, clip_max: float = 1.0,
+                    batch_size: int = 256, **attack_kwargs) -> dict:
     """``{"Clean": acc, eps: acc, ...}`` under ``attack`` (fgsm/fgm_l2 use one gradient)."""
     correct = correct_vs_eps(model_fn, x, y, eps_list, attack=attack, clip_min=clip_min,
                              clip_max=clip_max, batch_size=batch_size, **attack_kwargs)
     return {k: _mean(v) for k, v in correct.items()}
 
 
-def correct_vs_eps(model_fn, x, y, eps_list, *, attack="fgsm", clip_min=0.0, clip_max=1.0,
-                   batch_size=256, **attack_kwargs):
+def correct_vs_eps(model_fn: Callable, x: ArrayLike, y: ArrayLike, eps_list: Sequence[float], *,
+                   attack: str | Callable = "fgsm", clip_min: float = 0.0, clip_max: float = 1.0,
+                   batch_size: int = 256, **attack_kwargs) -> dict:
     """:func:`accuracy_vs_eps` per example: ``{"Clean": bool array, eps: bool array}``."""
     y = _labels(y, x)
     result = {"Clean": predict_labels(model_fn, x, batch_size) == y}
@@ -222,8 +227,10 @@ def correct_vs_eps(model_fn, x, y, eps_list, *, attack="fgsm", clip_min=0.0, cli
     return result
 
 
-def accuracy_vs_snr(model_fn, x, y, snr_levels=DEFAULT_SNR_LEVELS, *, clip_min=0.0,
-                    clip_max=1.0, batch_size=256, snr_mode="clipped"):
+def accuracy_vs_snr(model_fn: Callable, x: ArrayLike, y: ArrayLike,
+                    snr_levels: Sequence[float] = DEFAULT_SNR_LEVELS, *, clip_min: float = 0.0,
+                    clip_max: float = 1.0, batch_size: int = 256,
+                    snr_mode: str = "clipped") -> tuple[dict, dict]:
     """Seed-002 table row: accuracy clean and under SNR-bounded FGSM at each level (dB).
 
     One gradient per example, then at each level :func:`cnnvis_tf.attacks.snr_step` (the
@@ -252,8 +259,10 @@ def accuracy_vs_snr(model_fn, x, y, snr_levels=DEFAULT_SNR_LEVELS, *, clip_min=0
             {k: _finite_stats(v)[0] for k, v in snrs.items()})
 
 
-def correct_vs_snr(model_fn, x, y, snr_levels=DEFAULT_SNR_LEVELS, *, clip_min=0.0,
-                   clip_max=1.0, batch_size=256, snr_mode="clipped"):
+def correct_vs_snr(model_fn: Callable, x: ArrayLike, y: ArrayLike,
+                   snr_levels: Sequence[float] = DEFAULT_SNR_LEVELS, *, clip_min: float = 0.0,
+                   clip_max: float = 1.0, batch_size: int = 256,
+                   snr_mode: str = "clipped") -> tuple[dict, dict]:
     """:func:`accuracy_vs_snr` per example: ``({"Clean": bool array, snr: bool array},
     {snr: achieved SNR (dB) of each image})``."""
     if snr_mode not in SNR_MODES:
@@ -271,13 +280,15 @@ def correct_vs_snr(model_fn, x, y, snr_levels=DEFAULT_SNR_LEVELS, *, clip_min=0.
     return correct, achieved
 
 
-def finite_mean(values):
+def finite_mean(values: Iterable[float]) -> float | None:
     """Mean of the finite entries of ``values`` (None if there are none), e.g. the
     achieved SNR over images (an unchanged image has an infinite SNR)."""
     return _finite_stats(values)[0]
 
 
-def transfer_matrix(models, x, y, attack="fgsm", *, batch_size=256, **attack_kwargs):
+def transfer_matrix(models: dict[str, Callable], x: ArrayLike, y: ArrayLike,
+                    attack: str | Callable = "fgsm", *, batch_size: int = 256,
+                    **attack_kwargs) -> tuple[list[str], np.ndarray]:
     """Accuracy of every model on adversarial examples crafted on every model.
 
     Args:
@@ -302,7 +313,7 @@ def transfer_matrix(models, x, y, attack="fgsm", *, batch_size=256, **attack_kwa
     return names, matrix
 
 
-def aggregate_runs(results):
+def aggregate_runs(results: Sequence[dict]) -> dict[str, dict[str, float]]:
     """Mean and sample standard deviation (``ddof=1``; 0 for a single run) across runs of
     dicts with the same numeric keys."""
     if not len(results):
@@ -315,7 +326,8 @@ def aggregate_runs(results):
     return out
 
 
-def worst_case_accuracy(model_fn, x, y, attacks, *, batch_size=256):
+def worst_case_accuracy(model_fn: Callable, x: ArrayLike, y: ArrayLike, attacks: dict[str, tuple],
+                        *, batch_size: int = 256) -> dict[str, float]:
     """Per-example worst case over several attacks.
 
     Args:
@@ -337,8 +349,10 @@ def worst_case_accuracy(model_fn, x, y, attacks, *, batch_size=256):
     return result
 
 
-def sanity_flags(eps_list, accuracies, *, single_step=None, iterative=None, unbounded=None,
-                 tol=0.02, unbounded_max=0.1):
+def sanity_flags(eps_list: Sequence[float], accuracies: Sequence[float], *,
+                 single_step: float | None = None, iterative: float | None = None,
+                 unbounded: float | None = None, tol: float = 0.02,
+                 unbounded_max: float = 0.1) -> dict:
     """Signs of gradient masking or a broken evaluation (Carlini et al. 2019, sec. 5).
 
     Args:
@@ -376,8 +390,9 @@ def sanity_flags(eps_list, accuracies, *, single_step=None, iterative=None, unbo
     return {**flags, "ok": not messages, "messages": messages}
 
 
-def sanity_checks(model_fn, x, y, eps_list, *, clip_min=0.0, clip_max=1.0, nb_iter=10,
-                  batch_size=256, tol=0.02, unbounded_max=0.1):
+def sanity_checks(model_fn: Callable, x: ArrayLike, y: ArrayLike, eps_list: Sequence[float], *,
+                  clip_min: float = 0.0, clip_max: float = 1.0, nb_iter: int = 10,
+                  batch_size: int = 256, tol: float = 0.02, unbounded_max: float = 0.1) -> dict:
     """Runs the attacks behind :func:`sanity_flags` and returns its result plus the numbers.
 
     FGSM over ``eps_list`` (one gradient), PGD at ``max(eps_list)`` (random start, seed 0),
@@ -389,8 +404,9 @@ def sanity_checks(model_fn, x, y, eps_list, *, clip_min=0.0, clip_max=1.0, nb_it
     return sanity_summary(eps_list, correct, tol=tol, unbounded_max=unbounded_max)
 
 
-def sanity_correct(model_fn, x, y, eps_list, *, clip_min=0.0, clip_max=1.0, nb_iter=10,
-                   batch_size=256):
+def sanity_correct(model_fn: Callable, x: ArrayLike, y: ArrayLike, eps_list: Sequence[float], *,
+                   clip_min: float = 0.0, clip_max: float = 1.0, nb_iter: int = 10,
+                   batch_size: int = 256) -> dict:
     """The attacks of :func:`sanity_checks`, per example: ``{"fgsm": [bool array per
     eps], "pgd": bool array, "unbounded_bim": bool array}`` (correct under each)."""
     if not len(eps_list):
@@ -409,7 +425,8 @@ def sanity_correct(model_fn, x, y, eps_list, *, clip_min=0.0, clip_max=1.0, nb_i
             "unbounded_bim": correct("bim", eps=span, eps_iter=span / 10)}
 
 
-def sanity_summary(eps_list, correct, *, tol=0.02, unbounded_max=0.1):
+def sanity_summary(eps_list: Sequence[float], correct: dict, *, tol: float = 0.02,
+                   unbounded_max: float = 0.1) -> dict:
     """:func:`sanity_checks`' result from :func:`sanity_correct`'s per-example arrays."""
     accs = [_mean(c) for c in correct["fgsm"]]
     iterative, unbounded = _mean(correct["pgd"]), _mean(correct["unbounded_bim"])

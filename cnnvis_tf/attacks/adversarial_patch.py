@@ -1,7 +1,10 @@
 """Adversarial patch: a square sticker that makes any image look like the target class."""
 
+from collections.abc import Callable
+
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks._common import (
     check_bool,
@@ -49,7 +52,8 @@ def _paste(x, patch, r, c):
     return x * (1.0 - mask) + tf.pad(patch, pad) * mask
 
 
-def apply_patch(x, patch_image, *, positions=None, seed=0):
+def apply_patch(x: ArrayLike, patch_image: ArrayLike, *, positions: ArrayLike | None = None,
+                seed: int = 0):
     """Pastes ``patch_image`` into each image at ``positions`` (``(n, 2)``; random if None)."""
     x = np.asarray(x, np.float32).copy()
     n, h, w = x.shape[:3]
@@ -63,21 +67,21 @@ def apply_patch(x, patch_image, *, positions=None, seed=0):
 
 
 def adversarial_patch(
-    model_fn,
-    x,
+    model_fn: Callable,
+    x: ArrayLike,
     *,
-    y=None,
-    targeted=True,
-    patch_size=0.3,
-    steps=100,
-    step_size=0.05,
-    positions_per_step=4,
-    position=None,
-    seed=0,
-    clip_min=0.0,
-    clip_max=1.0,
-    from_probabilities=False,
-):
+    y: ArrayLike | None = None,
+    targeted: bool = True,
+    patch_size: float = 0.3,
+    steps: int = 100,
+    step_size: float = 0.05,
+    positions_per_step: int = 4,
+    position: tuple[int, int] | None = None,
+    seed: int = 0,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    from_probabilities: bool = False,
+) -> np.ndarray:
     """Learns one patch that, pasted anywhere, pushes images of ``x`` to the targets ``y``.
 
     Each step pastes the patch at ``positions_per_step`` random positions into the whole
@@ -145,7 +149,9 @@ def adversarial_patch(
     return finish(p, clip_min, clip_max)
 
 
-def patch(model_fn, x, *, y=None, seed=0, position=None, clip_min=0.0, clip_max=1.0, **kwargs):
+def patch(model_fn: Callable, x: ArrayLike, *, y: ArrayLike | None = None, seed: int = 0,
+          position: tuple[int, int] | None = None, clip_min: float = 0.0, clip_max: float = 1.0,
+          **kwargs) -> np.ndarray:
     """Learns a patch on ``x`` (:func:`adversarial_patch`) and pastes it at random places
     (or at ``position``).
 

@@ -13,9 +13,12 @@ the steps since the last checkpoint, or (2) neither the step nor the best loss c
 since then.
 """
 
+from collections.abc import Callable
+
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks import _steps
 from cnnvis_tf.attacks._common import check_norm, finish, prepare
@@ -30,7 +33,7 @@ LOSSES = ("ce", "dlr")
 
 # Croce & Hein. Reliable evaluation of adversarial robustness with an ensemble of diverse
 # parameter-free attacks. ICML 2020 (APGD, sec. 3; DLR loss, sec. 4).
-def checkpoints(n_iter):
+def checkpoints(n_iter: int) -> list[int]:
     """Iterations (1-based counts) after which APGD checks progress: ``ceil(p_j n_iter)``
     for ``p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` below 1."""
     out, p_prev, p = [], 0.0, 0.22
@@ -42,7 +45,7 @@ def checkpoints(n_iter):
     return out
 
 
-def dlr_loss(logits, y):
+def dlr_loss(logits: ArrayLike, y: ArrayLike) -> tf.Tensor:
     """Difference-of-logits ratio ``-(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3)`` (to
     maximize; shift- and scale-invariant in the logits)."""
     z_y = tf.gather(logits, y, batch_dims=1)
@@ -51,7 +54,7 @@ def dlr_loss(logits, y):
     return -(z_y - other) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
-def targeted_dlr_loss(logits, y, target):
+def targeted_dlr_loss(logits: ArrayLike, y: ArrayLike, target: ArrayLike) -> tf.Tensor:
     """Targeted DLR ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` (to maximize; with 3
     classes ``z_pi4`` is replaced by ``z_pi3``)."""
     z_y = tf.gather(logits, y, batch_dims=1)
@@ -168,9 +171,11 @@ def _start(x, eps, norm, seed):
     return _steps.per_example(eps, x) * t
 
 
-def run_apgd(model_fn, x, y, eps, *, nb_iter=100, norm=np.inf, loss="ce", n_restarts=1,
-             rho=0.75, eot_iter=1, target=None, aim_target=False, seed=None, clip_min=0.0,
-             clip_max=1.0):
+def run_apgd(model_fn: Callable, x: ArrayLike, y: ArrayLike, eps: float, *, nb_iter: int = 100,
+             norm: float | int | str = np.inf, loss: str = "ce", n_restarts: int = 1,
+             rho: float = 0.75, eot_iter: int = 1, target: ArrayLike | None = None,
+             aim_target: bool = False, seed: int | keras.random.SeedGenerator | None = None,
+             clip_min: float = 0.0, clip_max: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """APGD on checked tensors (no validation); restarts run on the points not yet broken.
 
     Args:
@@ -212,9 +217,11 @@ def run_apgd(model_fn, x, y, eps, *, nb_iter=100, norm=np.inf, loss="ce", n_rest
     return x_adv, found
 
 
-def apgd(model_fn, x, eps=0.3, *, nb_iter=100, norm=np.inf, loss="ce", n_restarts=1,
-         rho=0.75, eot_iter=1, seed=None, y=None, targeted=False, clip_min=0.0, clip_max=1.0,
-         from_probabilities=False):
+def apgd(model_fn: Callable, x: ArrayLike, eps: float = 0.3, *, nb_iter: int = 100,
+         norm: float | int | str = np.inf, loss: str = "ce", n_restarts: int = 1,
+         rho: float = 0.75, eot_iter: int = 1, seed: int | None = None, y: ArrayLike | None = None,
+         targeted: bool = False, clip_min: float = 0.0, clip_max: float = 1.0,
+         from_probabilities: bool = False) -> np.ndarray:
     """Auto-PGD with the reference step-size schedule.
 
     Args:
@@ -277,9 +284,11 @@ def _check_classes(loss, num_classes):
         raise invalid("loss", "'ce' for a model with 2 classes (DLR needs 3)", loss)
 
 
-def apgd_ce(model_fn, x, eps=0.3, *, nb_iter=100, norm=np.inf, n_restarts=1, rho=0.75,
-            eot_iter=1, seed=None, y=None, targeted=False, clip_min=0.0, clip_max=1.0,
-            from_probabilities=False):
+def apgd_ce(model_fn: Callable, x: ArrayLike, eps: float = 0.3, *, nb_iter: int = 100,
+            norm: float | int | str = np.inf, n_restarts: int = 1, rho: float = 0.75,
+            eot_iter: int = 1, seed: int | None = None, y: ArrayLike | None = None,
+            targeted: bool = False, clip_min: float = 0.0, clip_max: float = 1.0,
+            from_probabilities: bool = False) -> np.ndarray:
     """APGD with the cross-entropy loss (AutoAttack's first attack); see :func:`apgd`."""
     return apgd(model_fn, x, eps, loss="ce", nb_iter=nb_iter, norm=norm,
                 n_restarts=n_restarts, rho=rho, eot_iter=eot_iter, seed=seed, y=y,
@@ -287,9 +296,11 @@ def apgd_ce(model_fn, x, eps=0.3, *, nb_iter=100, norm=np.inf, n_restarts=1, rho
                 from_probabilities=from_probabilities)
 
 
-def apgd_dlr(model_fn, x, eps=0.3, *, nb_iter=100, norm=np.inf, n_restarts=1, rho=0.75,
-             eot_iter=1, seed=None, y=None, targeted=False, clip_min=0.0, clip_max=1.0,
-             from_probabilities=False):
+def apgd_dlr(model_fn: Callable, x: ArrayLike, eps: float = 0.3, *, nb_iter: int = 100,
+             norm: float | int | str = np.inf, n_restarts: int = 1, rho: float = 0.75,
+             eot_iter: int = 1, seed: int | None = None, y: ArrayLike | None = None,
+             targeted: bool = False, clip_min: float = 0.0, clip_max: float = 1.0,
+             from_probabilities: bool = False) -> np.ndarray:
     """APGD with the DLR loss (targeted: the targeted DLR); see :func:`apgd`."""
     return apgd(model_fn, x, eps, loss="dlr", nb_iter=nb_iter, norm=norm,
                 n_restarts=n_restarts, rho=rho, eot_iter=eot_iter, seed=seed, y=y,
@@ -297,9 +308,11 @@ def apgd_dlr(model_fn, x, eps=0.3, *, nb_iter=100, norm=np.inf, n_restarts=1, rh
                 from_probabilities=from_probabilities)
 
 
-def apgd_t(model_fn, x, eps=0.3, *, n_target_classes=9, nb_iter=100, norm=np.inf,
-           n_restarts=1, rho=0.75, eot_iter=1, seed=None, y=None, targeted=False,
-           clip_min=0.0, clip_max=1.0, from_probabilities=False):
+def apgd_t(model_fn: Callable, x: ArrayLike, eps: float = 0.3, *, n_target_classes: int = 9,
+           nb_iter: int = 100, norm: float | int | str = np.inf, n_restarts: int = 1,
+           rho: float = 0.75, eot_iter: int = 1, seed: int | None = None,
+           y: ArrayLike | None = None, targeted: bool = False, clip_min: float = 0.0,
+           clip_max: float = 1.0, from_probabilities: bool = False) -> np.ndarray:
     """APGD-T: untargeted robustness by the targeted DLR loss towards each of the
     ``n_target_classes`` highest-scoring other classes in turn (on the points not yet
     broken).
@@ -332,7 +345,9 @@ def apgd_t(model_fn, x, eps=0.3, *, n_target_classes=9, nb_iter=100, norm=np.inf
     return finish(x_adv, clip_min, clip_max)
 
 
-def run_apgd_t(model_fn, x, y, logits, eps, *, n_target_classes=9, seed=None, **kwargs):
+def run_apgd_t(model_fn: Callable, x: ArrayLike, y: ArrayLike, logits: ArrayLike, eps: float, *,
+               n_target_classes: int = 9, seed: int | keras.random.SeedGenerator | None = None,
+               **kwargs) -> tuple[np.ndarray, np.ndarray]:
     """APGD-T on checked tensors; ``logits`` are the clean logits (they rank the targets).
 
     Returns ``(x_adv, found)`` as numpy."""

@@ -17,10 +17,12 @@ classes, input-dependent forward passes) are returned with the numbers.
 import hashlib
 import os
 import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from numpy.typing import ArrayLike
 
 from cnnvis_tf import rundir
 from cnnvis_tf.attacks import _steps
@@ -64,10 +66,12 @@ class AutoAttack:
       verbose: log each attack's robust accuracy and the cumulative time.
     """
 
-    def __init__(self, model_fn, eps=0.3, *, norm=np.inf, version="standard",
-                 attacks_to_run=None, nb_iter=100, n_queries=5000, n_target_classes=9,
-                 n_restarts=None, eot_iter=None, seed=0, clip_min=0.0, clip_max=1.0,
-                 batch_size=500, state_path=None, verbose=True):
+    def __init__(self, model_fn: Callable, eps: float = 0.3, *, norm: float | int | str = np.inf,
+                 version: str = "standard", attacks_to_run: Sequence[str] | None = None,
+                 nb_iter: int = 100, n_queries: int = 5000, n_target_classes: int = 9,
+                 n_restarts: int | None = None, eot_iter: int | None = None, seed: int = 0,
+                 clip_min: float = 0.0, clip_max: float = 1.0, batch_size: int = 500,
+                 state_path: str | None = None, verbose: bool = True):
         if version not in VERSIONS:
             raise invalid("version", "one of " + ", ".join(map(repr, VERSIONS)), version)
         names = tuple(attacks_to_run or VERSIONS[version])
@@ -113,7 +117,8 @@ class AutoAttack:
             return adv, found, queries
         return adv, found, None
 
-    def run(self, x, y=None, *, from_probabilities=False):
+    def run(self, x: ArrayLike, y: ArrayLike | None = None, *,
+            from_probabilities: bool = False) -> tuple[np.ndarray, dict]:
         """Attacks ``x`` (labels ``y``; ``None``: predictions).
 
         Returns:
@@ -232,8 +237,9 @@ def _outputs_probabilities(model_fn, x):
     return bool(out.ndim == 2 and looks_like_probabilities(out))
 
 
-def run_checks(model_fn, x, y, logits, *, probabilities=False, n_target_classes=9,
-               attacks_to_run=VERSIONS["standard"], sample=16):
+def run_checks(model_fn: Callable, x: ArrayLike, y: ArrayLike, logits: ArrayLike, *,
+               probabilities: bool = False, n_target_classes: int = 9,
+               attacks_to_run: Sequence[str] = VERSIONS["standard"], sample: int = 16) -> dict:
     """The reference's checks before an evaluation (a True flag is a warning).
 
     Returns ``{"randomized", "probability_outputs", "zero_gradients",
@@ -285,11 +291,14 @@ def _square_check(checks, by_attack, tol=0.002):
             f"{100 * by_attack['square']:.2f}% after the white-box attacks (gradient masking?)")
 
 
-def autoattack(model_fn, x, eps=0.3, *, version="standard", norm=np.inf, attacks_to_run=None,
-               nb_iter=100, n_queries=5000, n_target_classes=9, n_restarts=None,
-               eot_iter=None, seed=0, y=None, targeted=False, clip_min=0.0, clip_max=1.0,
-               batch_size=500, state_path=None, from_probabilities=False, verbose=True,
-               return_report=False):
+def autoattack(model_fn: Callable, x: ArrayLike, eps: float = 0.3, *, version: str = "standard",
+               norm: float | int | str = np.inf, attacks_to_run: Sequence[str] | None = None,
+               nb_iter: int = 100, n_queries: int = 5000, n_target_classes: int = 9,
+               n_restarts: int | None = None, eot_iter: int | None = None, seed: int = 0,
+               y: ArrayLike | None = None, targeted: bool = False, clip_min: float = 0.0,
+               clip_max: float = 1.0, batch_size: int = 500, state_path: str | None = None,
+               from_probabilities: bool = False, verbose: bool = True,
+               return_report: bool = False) -> np.ndarray | tuple[np.ndarray, dict]:
     """AutoAttack (see :class:`AutoAttack`); untargeted only.
 
     Returns:

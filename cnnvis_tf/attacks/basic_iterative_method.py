@@ -6,7 +6,10 @@ cleverhans' ``basic_iterative_method`` is its PGD without the random start; so i
 cleverhans' bit for bit).
 """
 
+from collections.abc import Callable
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks.projected_gradient_descent import projected_gradient_descent
 from cnnvis_tf.checks import check_nonneg, check_positive_int
@@ -15,19 +18,19 @@ __all__ = ["basic_iterative_method", "bim"]
 
 
 def basic_iterative_method(
-    model_fn,
-    x,
-    eps=0.1,
+    model_fn: Callable,
+    x: ArrayLike,
+    eps: float = 0.1,
     *,
-    eps_iter=None,
-    nb_iter=10,
-    norm=np.inf,
-    y=None,
-    targeted=False,
-    clip_min=0.0,
-    clip_max=1.0,
-    from_probabilities=False,
-):
+    eps_iter: float | None = None,
+    nb_iter: int = 10,
+    norm: float | int | str = np.inf,
+    y: ArrayLike | None = None,
+    targeted: bool = False,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    from_probabilities: bool = False,
+) -> np.ndarray:
     """Iterated fast-gradient steps of size ``eps_iter``, clipped to the ``eps`` ball.
 
     Args:

@@ -9,9 +9,11 @@ larger (0.05) for the L2 to converge.
 """
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks._common import check_positive_int, finish, prepare
 from cnnvis_tf.progress import check_progress
@@ -61,23 +63,23 @@ def _hits(logits, onehot, targeted):
 
 
 def carlini_wagner_l2(
-    model_fn,
-    x,
+    model_fn: Callable,
+    x: ArrayLike,
     *,
-    confidence=0.0,
-    learning_rate=0.05,
-    binary_search_steps=6,
-    max_iterations=200,
-    initial_const=1e-2,
-    abort_early=True,
-    batch_size=128,
-    y=None,
-    targeted=False,
-    clip_min=0.0,
-    clip_max=1.0,
-    from_probabilities=False,
-    progress=None,
-):
+    confidence: float = 0.0,
+    learning_rate: float = 0.05,
+    binary_search_steps: int = 6,
+    max_iterations: int = 200,
+    initial_const: float = 1e-2,
+    abort_early: bool = True,
+    batch_size: int = 128,
+    y: ArrayLike | None = None,
+    targeted: bool = False,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    from_probabilities: bool = False,
+    progress: Callable | None = None,
+) -> np.ndarray:
     """Minimal-L2 adversarial examples by optimization in tanh space.
 
     Minimizes ``||x' - x||_2^2 + c * f(x')`` with ``f`` the logit-margin loss, with

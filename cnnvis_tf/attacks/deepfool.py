@@ -1,9 +1,11 @@
 """DeepFool: the smallest L2 step across the linearized nearest decision boundary."""
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks._common import (
     check_bool,
@@ -31,18 +33,18 @@ def _jacobian_fn(model_fn):
 
 
 def deepfool(
-    model_fn,
-    x,
+    model_fn: Callable,
+    x: ArrayLike,
     *,
-    nb_candidate=10,
-    overshoot=0.02,
-    max_iter=50,
-    y=None,
-    targeted=False,
-    clip_min=0.0,
-    clip_max=1.0,
-    from_probabilities=False,
-):
+    nb_candidate: int = 10,
+    overshoot: float = 0.02,
+    max_iter: int = 50,
+    y: ArrayLike | None = None,
+    targeted: bool = False,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    from_probabilities: bool = False,
+) -> np.ndarray:
     """Iteratively steps to the nearest linearized boundary among the top candidates.
 
     Untargeted only. Each step moves every not-yet-fooled example by
@@ -84,7 +86,8 @@ def deepfool(
     return finish(x_adv, clip_min, clip_max)
 
 
-def check_deepfool_args(nb_candidate, overshoot, max_iter, max_iter_name="max_iter"):
+def check_deepfool_args(nb_candidate: int, overshoot: float, max_iter: int,
+                        max_iter_name: str = "max_iter") -> tuple[int, float, int]:
     """``(nb_candidate, overshoot, max_iter)`` checked: the candidates are the label and at
     least one other class."""
     if check_positive_int("nb_candidate", nb_candidate) < 2:

@@ -10,9 +10,12 @@ steps back towards the original point by ``beta``. The projection solves
 over the batch in one compiled loop.
 """
 
+from collections.abc import Callable
+
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks import _steps
 from cnnvis_tf.attacks._common import check_norm, finish, prepare
@@ -28,7 +31,8 @@ def _norm(d, norm):
     return tf.reduce_max(tf.abs(d), 1) if norm != 2 else tf.sqrt(tf.reduce_sum(d * d, 1))
 
 
-def project_hyperplane_box(w, c, lo, hi, norm=np.inf):
+def project_hyperplane_box(w: tf.Tensor, c: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor,
+                           norm: float | int | str = np.inf) -> tf.Tensor:
     """The smallest ``d`` (in ``norm``) with ``<w, d> = c`` and ``lo <= d <= hi``, row by
     row (flat ``(N, D)`` tensors, ``c`` of shape ``(N,)``); where the box cannot reach the
     hyperplane, the box point closest to it."""
@@ -122,9 +126,11 @@ def _fab_loop(model_fn, x, y, target, start, nb_iter, lo, hi, alpha_max, eta, be
     return tf.reshape(x_best, shape), best
 
 
-def run_fab(model_fn, x, y, logits, eps, *, nb_iter=100, norm=np.inf, n_restarts=1,
-            n_target_classes=0, alpha_max=0.1, eta=1.05, beta=0.9, seed=None, clip_min=0.0,
-            clip_max=1.0):
+def run_fab(model_fn: Callable, x: ArrayLike, y: ArrayLike, logits: ArrayLike, eps: float | None,
+            *, nb_iter: int = 100, norm: float | int | str = np.inf, n_restarts: int = 1,
+            n_target_classes: int = 0, alpha_max: float = 0.1, eta: float = 1.05,
+            beta: float = 0.9, seed: int | None = None, clip_min: float = 0.0,
+            clip_max: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """FAB on checked tensors (``n_target_classes=0``: untargeted; k: FAB-T over the k
     highest-scoring other classes of the clean ``logits``).
 
@@ -170,9 +176,11 @@ def run_fab(model_fn, x, y, logits, eps, *, nb_iter=100, norm=np.inf, n_restarts
 
 # Croce, Hein. Minimally distorted Adversarial Examples with a Fast Adaptive Boundary
 # Attack. ICML 2020.
-def fab(model_fn, x, eps=0.3, *, nb_iter=100, norm=np.inf, n_restarts=1, n_target_classes=0,
-        alpha_max=0.1, eta=1.05, beta=0.9, seed=None, y=None, targeted=False, clip_min=0.0,
-        clip_max=1.0, from_probabilities=False):
+def fab(model_fn: Callable, x: ArrayLike, eps: float = 0.3, *, nb_iter: int = 100,
+        norm: float | int | str = np.inf, n_restarts: int = 1, n_target_classes: int = 0,
+        alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, seed: int | None = None,
+        y: ArrayLike | None = None, targeted: bool = False, clip_min: float = 0.0,
+        clip_max: float = 1.0, from_probabilities: bool = False) -> np.ndarray:
     """FAB (untargeted) or FAB-T (``n_target_classes > 0``).
 
     Args:

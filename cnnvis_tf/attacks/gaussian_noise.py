@@ -1,6 +1,9 @@
 """Random Gaussian noise of a given size: the baseline adversarial directions are compared to."""
 
+from collections.abc import Callable
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks._common import check_norm, check_seed, finish, prepare
 
@@ -8,18 +11,18 @@ __all__ = ["gaussian_noise"]
 
 
 def gaussian_noise(
-    model_fn,
-    x,
-    eps=0.1,
+    model_fn: Callable,
+    x: ArrayLike,
+    eps: float = 0.1,
     *,
-    norm=2,
-    seed=0,
-    y=None,
-    targeted=False,
-    clip_min=0.0,
-    clip_max=1.0,
-    from_probabilities=False,
-):
+    norm: float | int | str = 2,
+    seed: int = 0,
+    y: ArrayLike | None = None,
+    targeted: bool = False,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    from_probabilities: bool = False,
+) -> np.ndarray:
     """Adds a Gaussian random direction scaled to size ``eps`` (before clipping).
 
     Probing with random noise of the same norm as an attack shows how much of the attack's

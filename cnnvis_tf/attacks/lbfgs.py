@@ -5,9 +5,12 @@ gain from threads, and OpenBLAS threads spinning against TensorFlow's made it ma
 slower (5 ms instead of 0.2 ms per iteration for 16 MNIST images on a busy 2-core machine).
 """
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.optimize
 import tensorflow as tf
+from numpy.typing import ArrayLike
 from threadpoolctl import threadpool_limits
 
 from cnnvis_tf.attacks._common import (
@@ -49,19 +52,19 @@ def _objective(model_fn, x, target):
 
 
 def lbfgs(
-    model_fn,
-    x,
+    model_fn: Callable,
+    x: ArrayLike,
     *,
-    y=None,
-    targeted=True,
-    initial_const=1.0,
-    binary_search_steps=6,
-    max_iterations=100,
-    clip_min=0.0,
-    clip_max=1.0,
-    from_probabilities=False,
-    progress=None,
-):
+    y: ArrayLike | None = None,
+    targeted: bool = True,
+    initial_const: float = 1.0,
+    binary_search_steps: int = 6,
+    max_iterations: int = 100,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    from_probabilities: bool = False,
+    progress: Callable | None = None,
+) -> np.ndarray:
     """Targeted attack minimizing ``c * ||delta||_2^2 + CE(x + delta, target)`` in the box.
 
     The whole batch is one L-BFGS-B problem (the sum of the per-example objectives, whose

@@ -5,8 +5,11 @@ The loop is cleverhans' ``momentum_iterative_method``, op for op, inside one
 package's kernel (:mod:`~cnnvis_tf.attacks._steps`); results equal cleverhans' bit for bit.
 """
 
+from collections.abc import Callable
+
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks._common import check_norm, finish, prepare
 from cnnvis_tf.attacks._steps import clip_eta, loss_gradient, optimize_linear
@@ -16,20 +19,20 @@ __all__ = ["momentum_iterative_method", "mim"]
 
 
 def momentum_iterative_method(
-    model_fn,
-    x,
-    eps=0.1,
+    model_fn: Callable,
+    x: ArrayLike,
+    eps: float = 0.1,
     *,
-    eps_iter=None,
-    nb_iter=10,
-    decay_factor=1.0,
-    norm=np.inf,
-    y=None,
-    targeted=False,
-    clip_min=0.0,
-    clip_max=1.0,
-    from_probabilities=False,
-):
+    eps_iter: float | None = None,
+    nb_iter: int = 10,
+    decay_factor: float = 1.0,
+    norm: float | int | str = np.inf,
+    y: ArrayLike | None = None,
+    targeted: bool = False,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    from_probabilities: bool = False,
+) -> np.ndarray:
     """Iterative fast-gradient steps along an accumulated (momentum) gradient.
 
     Args:

@@ -1,8 +1,11 @@
 """One-pixel (few-pixel) attack by differential evolution, using only model outputs."""
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.optimize
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks._common import check_positive_int, check_seed, finish, invalid, prepare
 from cnnvis_tf.progress import check_progress
@@ -23,20 +26,20 @@ def _apply(image, candidates, pixels, lo, hi):
 
 
 def one_pixel(
-    model_fn,
-    x,
+    model_fn: Callable,
+    x: ArrayLike,
     *,
-    pixels=1,
-    maxiter=30,
-    popsize=20,
-    seed=0,
-    y=None,
-    targeted=False,
-    clip_min=0.0,
-    clip_max=1.0,
-    from_probabilities=False,
-    progress=None,
-):
+    pixels: int = 1,
+    maxiter: int = 30,
+    popsize: int = 20,
+    seed: int = 0,
+    y: ArrayLike | None = None,
+    targeted: bool = False,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    from_probabilities: bool = False,
+    progress: Callable | None = None,
+) -> np.ndarray:
     """Changes ``pixels`` pixels per image, found by differential evolution.
 
     Each candidate is ``(row, col, value per channel)`` per pixel; the fitness is the

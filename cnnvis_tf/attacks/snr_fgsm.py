@@ -12,8 +12,11 @@ the same kernel, :func:`~cnnvis_tf.attacks._steps.snr_eps`). Use :func:`snr_db` 
 the achieved value.
 """
 
+from collections.abc import Callable
+
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks import _steps
 from cnnvis_tf.attacks._common import finish
@@ -23,7 +26,7 @@ from cnnvis_tf.checks import invalid
 __all__ = ["snr_fgsm", "snr_db", "snr_step"]
 
 
-def snr_db(x, x_adv):
+def snr_db(x: ArrayLike, x_adv: ArrayLike) -> np.ndarray:
     """Per-image SNR in dB, ``20 log10(||x||_2 / ||x_adv - x||_2)`` (inf if unchanged).
 
     References:
@@ -36,7 +39,8 @@ def snr_db(x, x_adv):
         return 20.0 * np.log10(signal / noise)
 
 
-def snr_step(x, direction, snr, *, clip_min=0.0, clip_max=1.0, match_clipped=True):
+def snr_step(x: ArrayLike, direction: ArrayLike, snr: float, *, clip_min: float = 0.0,
+             clip_max: float = 1.0, match_clipped: bool = True) -> np.ndarray:
     """The SNR-bounded FGSM step along a sign ``direction``, as float32 numpy.
 
     The per-image ``eps`` is the kernel's :func:`~cnnvis_tf.attacks._steps.snr_eps`,
@@ -74,17 +78,17 @@ def _check_snr(snr):
 
 
 def snr_fgsm(
-    model_fn,
-    x,
-    snr=40.0,
+    model_fn: Callable,
+    x: ArrayLike,
+    snr: float = 40.0,
     *,
-    y=None,
-    targeted=False,
-    clip_min=0.0,
-    clip_max=1.0,
-    from_probabilities=False,
-    match_clipped=True,
-):
+    y: ArrayLike | None = None,
+    targeted: bool = False,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    from_probabilities: bool = False,
+    match_clipped: bool = True,
+) -> np.ndarray:
     """FGSM whose per-image step gives the requested SNR (after clipping, by default).
 
     Args:

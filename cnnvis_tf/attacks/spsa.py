@@ -6,9 +6,12 @@ same ``init_state``/``minimize`` interface, and cleverhans' ``projected_optimiza
 ``margin_logit_loss`` do the rest.
 """
 
+from collections.abc import Callable
+
 import numpy as np
 import tensorflow as tf
 from cleverhans.tf2.attacks.spsa import margin_logit_loss, projected_optimization
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks._common import (
     check_number,
@@ -55,22 +58,22 @@ class _SpsaAdam:
 
 
 def spsa(
-    model_fn,
-    x,
-    eps=0.1,
+    model_fn: Callable,
+    x: ArrayLike,
+    eps: float = 0.1,
     *,
-    nb_iter=20,
-    learning_rate=0.01,
-    delta=0.01,
-    spsa_samples=64,
-    early_stop_loss_threshold=None,
-    seed=None,
-    y=None,
-    targeted=False,
-    clip_min=0.0,
-    clip_max=1.0,
-    from_probabilities=False,
-):
+    nb_iter: int = 20,
+    learning_rate: float = 0.01,
+    delta: float = 0.01,
+    spsa_samples: int = 64,
+    early_stop_loss_threshold: float | None = None,
+    seed: int | None = None,
+    y: ArrayLike | None = None,
+    targeted: bool = False,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    from_probabilities: bool = False,
+) -> np.ndarray:
     """SPSA attack: Adam on finite-difference gradient estimates, inside the L-inf ball.
 
     Needs only model outputs (no gradients), so it sees through gradient masking. Examples

@@ -7,7 +7,10 @@ callable), so gradient masking does not stop it. Every forward pass of an exampl
 as one query.
 """
 
+from collections.abc import Callable
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks._common import check_norm, finish, forward, prepare
 from cnnvis_tf.checks import check_fraction, check_positive_int, invalid
@@ -20,7 +23,7 @@ _P_STEPS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 # Andriushchenko, Croce, Flammarion, Hein. Square Attack: a query-efficient black-box
 # adversarial attack via random search. ECCV 2020.
-def p_selection(p_init, it, n_queries):
+def p_selection(p_init: float, it: int, n_queries: int) -> float:
     """Fraction of pixels changed at iteration ``it`` of ``n_queries`` (reference schedule:
     ``p_init`` halved at 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 per 10,000)."""
     scaled = int(it / n_queries * 10000)
@@ -58,8 +61,10 @@ def _eta_l2(s, rng):
     return eta / np.sqrt(np.sum(eta ** 2))
 
 
-def run_square(model_fn, x, y, eps, *, n_queries=5000, p_init=0.8, norm=np.inf,
-               targeted=False, seed=None, clip_min=0.0, clip_max=1.0):
+def run_square(model_fn: Callable, x: ArrayLike, y: ArrayLike, eps: float, *,
+               n_queries: int = 5000, p_init: float = 0.8, norm: float | int | str = np.inf,
+               targeted: bool = False, seed: int | None = None, clip_min: float = 0.0,
+               clip_max: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Square attack on numpy inputs (no validation); images are ``(N, H, W, C)``.
 
     Returns:
@@ -146,9 +151,11 @@ def _l2_step(xc, delta, eps, p, rng, lo, hi):
     return np.clip(xc + d * scale[:, None, None, None], lo, hi).astype(np.float32)
 
 
-def square(model_fn, x, eps=0.3, *, n_queries=5000, p_init=0.8, norm=np.inf, seed=None,
-           y=None, targeted=False, clip_min=0.0, clip_max=1.0, from_probabilities=False,
-           return_queries=False):
+def square(model_fn: Callable, x: ArrayLike, eps: float = 0.3, *, n_queries: int = 5000,
+           p_init: float = 0.8, norm: float | int | str = np.inf, seed: int | None = None,
+           y: ArrayLike | None = None, targeted: bool = False, clip_min: float = 0.0,
+           clip_max: float = 1.0, from_probabilities: bool = False,
+           return_queries: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Square attack (score-based: model outputs only, no gradients).
 
     Args:

@@ -1,8 +1,11 @@
 """Universal adversarial perturbation: one image-agnostic perturbation for a whole set."""
 
+from collections.abc import Callable
+
 import numpy as np
 import tensorflow as tf
 from cleverhans.tf2.utils import clip_eta
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks._common import (
     check_bool,
@@ -20,23 +23,23 @@ __all__ = ["universal_perturbation", "universal"]
 
 
 def universal_perturbation(
-    model_fn,
-    x,
-    eps=0.1,
+    model_fn: Callable,
+    x: ArrayLike,
+    eps: float = 0.1,
     *,
-    norm=np.inf,
-    target_fooling_rate=0.8,
-    max_passes=5,
-    deepfool_iter=10,
-    nb_candidate=10,
-    overshoot=0.02,
-    seed=0,
-    y=None,
-    targeted=False,
-    clip_min=0.0,
-    clip_max=1.0,
-    from_probabilities=False,
-):
+    norm: float | int | str = np.inf,
+    target_fooling_rate: float = 0.8,
+    max_passes: int = 5,
+    deepfool_iter: int = 10,
+    nb_candidate: int = 10,
+    overshoot: float = 0.02,
+    seed: int = 0,
+    y: ArrayLike | None = None,
+    targeted: bool = False,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    from_probabilities: bool = False,
+) -> np.ndarray:
     """Finds one perturbation ``v`` with ``||v|| <= eps`` that fools most of ``x``.
 
     Passes over ``x`` in random order; for every example still classified as its label
@@ -107,7 +110,8 @@ def universal_perturbation(
     return v[0].astype(np.float32)
 
 
-def universal(model_fn, x, eps=0.1, *, clip_min=0.0, clip_max=1.0, **kwargs):
+def universal(model_fn: Callable, x: ArrayLike, eps: float = 0.1, *, clip_min: float = 0.0,
+              clip_max: float = 1.0, **kwargs) -> np.ndarray:
     """``x + v`` (clipped) with ``v`` from :func:`universal_perturbation` computed on ``x``.
 
     References:
