@@ -25,8 +25,10 @@ References:
 import math
 from typing import Callable, Optional
 
+import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.checks import check_fraction, check_nonneg, check_positive_int, invalid
 from cnnvis_tf.errors import InputError
@@ -39,7 +41,7 @@ class LayerCAM(cam._Cam):
     """LayerCAM: each activation weighted by its own positive class gradient, so shallow
     layers give fine maps too (same arguments as :class:`~cnnvis_tf.vis.cam.GradCAM`)."""
 
-    def low_res(self, x, classes):
+    def low_res(self, x: ArrayLike, classes: ArrayLike) -> np.ndarray:
         """(N, h, w) maps: ReLU(sum_k ReLU(dS_c/dA_k) * A_k) (Jiang et al. Eq. 5-6)."""
         a, g = self._grads(x, classes)
         return np.maximum((np.maximum(g, 0.0) * a).sum(axis=-1), 0.0)
@@ -77,8 +79,9 @@ class RISE(_model.Visualizer):
       clip_min, clip_max: the model's input range; masked-out pixels become ``clip_min``.
     """
 
-    def __init__(self, model, num_masks=1000, grid_size=7, keep_prob=0.5, batch_size=256, *,
-                 clip_min=0.0, clip_max=1.0):
+    def __init__(self, model: keras.Model, num_masks: int = 1000, grid_size: int = 7,
+                 keep_prob: float = 0.5, batch_size: int = 256, *, clip_min: float = 0.0,
+                 clip_max: float = 1.0):
         self.num_masks = check_positive_int("num_masks", num_masks)
         self.grid_size = check_positive_int("grid_size", grid_size)
         self.keep_prob = check_fraction("keep_prob", keep_prob, low_open=True)
@@ -86,7 +89,7 @@ class RISE(_model.Visualizer):
         super().__init__(model, clip_min=clip_min, clip_max=clip_max)
         self._logits = compiled_logits(self.resolved, self.batch_size)
 
-    def masks(self, height, width, seed=0):
+    def masks(self, height: int, width: int, seed: int = 0) -> np.ndarray:
         """(num_masks, H, W) float32 masks in [0, 1]: binary ``grid_size`` grids upsampled
         bilinearly to ``(grid_size + 1)`` cells and cropped at a random shift (Petsiuk et al.
         Sec. 3.2)."""
@@ -98,7 +101,8 @@ class RISE(_model.Visualizer):
         dy, dx = rng.integers(0, ch, self.num_masks), rng.integers(0, cw, self.num_masks)
         return np.stack([m[r : r + height, c : c + width] for m, r, c in zip(up, dy, dx)])
 
-    def __call__(self, x, classes=None, seed=0):
+    def __call__(self, x: ArrayLike, classes: ArrayLike | None = None,
+                 seed: int = 0) -> np.ndarray:
         """RISE saliency maps.
 
         Args:
@@ -131,11 +135,12 @@ class GradientInput(_model.Visualizer):
       clip_min, clip_max: the model's input range.
     """
 
-    def __init__(self, model, batch_size=256, *, clip_min=0.0, clip_max=1.0):
+    def __init__(self, model: keras.Model, batch_size: int = 256, *, clip_min: float = 0.0,
+                 clip_max: float = 1.0):
         self.batch_size = check_positive_int("batch_size", batch_size)
         super().__init__(model, clip_min=clip_min, clip_max=clip_max)
 
-    def __call__(self, x, classes=None):
+    def __call__(self, x: ArrayLike, classes: ArrayLike | None = None) -> np.ndarray:
         """Signed (N, H, W, C) float32 attributions ``x * d logit_c / d x`` (Shrikumar et al.
         2016); ``classes=None`` uses the model's prediction."""
         x = self.images(x)
@@ -156,14 +161,15 @@ class VarGrad(_model.Visualizer):
       clip_min, clip_max: the model's input range.
     """
 
-    def __init__(self, model, samples=20, noise=0.2, batch_size=256, *, clip_min=0.0,
-                 clip_max=1.0):
+    def __init__(self, model: keras.Model, samples: int = 20, noise: float = 0.2,
+                 batch_size: int = 256, *, clip_min: float = 0.0, clip_max: float = 1.0):
         self.samples = check_positive_int("samples", samples)
         self.noise = check_nonneg("noise", noise)
         self.batch_size = check_positive_int("batch_size", batch_size)
         super().__init__(model, clip_min=clip_min, clip_max=clip_max)
 
-    def __call__(self, x, classes=None, seed=0):
+    def __call__(self, x: ArrayLike, classes: ArrayLike | None = None,
+                 seed: int = 0) -> np.ndarray:
         """(N, H, W) float32 maps: per-element gradient variance over the noisy copies
         (Adebayo et al. 2018), summed over channels; ``seed`` fixes the noise."""
         x = self.images(x)
@@ -195,8 +201,9 @@ class OcclusionMap(_model.Visualizer):
       clip_min, clip_max: the model's input range.
     """
 
-    def __init__(self, model, patch_size=1, stride=None, fill=None, score="logit",
-                 batch_size=256, *, clip_min=0.0, clip_max=1.0):
+    def __init__(self, model: keras.Model, patch_size: int = 1, stride: int | None = None,
+                 fill: float | None = None, score: str = "logit", batch_size: int = 256, *,
+                 clip_min: float = 0.0, clip_max: float = 1.0):
         self.patch_size = check_positive_int("patch_size", patch_size)
         self.stride = self.patch_size if stride is None else check_positive_int("stride",
                                                                                  stride)
@@ -214,7 +221,7 @@ class OcclusionMap(_model.Visualizer):
         out = _model.softmax(logits) if self.score == "probability" else logits
         return out[np.arange(len(x)), classes]
 
-    def __call__(self, x, classes=None):
+    def __call__(self, x: ArrayLike, classes: ArrayLike | None = None) -> np.ndarray:
         """(N, H, W) float32 maps ``score_c(x) - score_c(x occluded)``; ``classes=None``
         uses the model's prediction."""
         x = self.images(x)
@@ -320,7 +327,7 @@ CONTROLS = {"edge": lambda x, c, seed: edge_map(x),
             "random": lambda x, c, seed: random_map(x, seed)}
 
 
-def explainer(name: str, model, *, clip_min: float = 0.0, clip_max: float = 1.0,
+def explainer(name: str, model: keras.Model, *, clip_min: float = 0.0, clip_max: float = 1.0,
               layer: Optional[str] = None, seed: int = 0, batch_size: int = 64,
               **options) -> Explainer:
     """The attribution method ``name`` on ``model`` as ``(x, classes) -> maps``.

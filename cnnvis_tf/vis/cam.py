@@ -13,14 +13,16 @@ References:
   Networks. CVPR workshops 2020.
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.checks import check_positive_int
 from cnnvis_tf.vis import _model
 
 
-def upsample(maps, size):
+def upsample(maps: ArrayLike, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of (N, h, w[, K]) maps to ``size`` (H, W)."""
     maps = tf.convert_to_tensor(maps, tf.float32)
     squeeze = len(maps.shape) == 3
@@ -28,7 +30,7 @@ def upsample(maps, size):
     return (out[..., 0] if squeeze else out).numpy()
 
 
-def normalize(maps):
+def normalize(maps: ArrayLike) -> np.ndarray:
     """Each map scaled to [0, 1] (an all-constant map becomes 0)."""
     maps = np.asarray(maps, "float32")
     lo = maps.min(axis=tuple(range(1, maps.ndim)), keepdims=True)
@@ -43,7 +45,8 @@ class _Cam(_model.Visualizer):
         r.get(name)
         return _model.spatial_layer(r, name, type(self).__name__)
 
-    def __call__(self, x, classes=None, normalize=True):
+    def __call__(self, x: ArrayLike, classes: ArrayLike | None = None,
+                 normalize: bool = True) -> np.ndarray:
         """Class activation maps.
 
         Args:
@@ -83,7 +86,7 @@ class GradCAM(_Cam):
       clip_min, clip_max: the model's input range.
     """
 
-    def low_res(self, x, classes):
+    def low_res(self, x: ArrayLike, classes: ArrayLike) -> np.ndarray:
         """(N, h, w) maps at the layer's resolution (Selvaraju et al. Eq. 1-2)."""
         a, g = self._grads(x, classes)
         w = g.mean(axis=(1, 2), keepdims=True)
@@ -93,7 +96,7 @@ class GradCAM(_Cam):
 class GradCAMPlusPlus(_Cam):
     """Grad-CAM++: pixel-weighted positive gradients (same arguments as GradCAM)."""
 
-    def low_res(self, x, classes):
+    def low_res(self, x: ArrayLike, classes: ArrayLike) -> np.ndarray:
         """(N, h, w) maps (Chattopadhyay et al. Eq. 19 with the exponential score; its
         positive factor exp(S_c) only scales each map and is dropped)."""
         a, g = self._grads(x, classes)
@@ -117,11 +120,12 @@ class ScoreCAM(_Cam):
       clip_min, clip_max: the model's input range.
     """
 
-    def __init__(self, model, layer=None, batch_size=64, *, clip_min=0.0, clip_max=1.0):
+    def __init__(self, model: keras.Model, layer: str | None = None, batch_size: int = 64, *,
+                 clip_min: float = 0.0, clip_max: float = 1.0):
         self.batch_size = check_positive_int("batch_size", batch_size)
         super().__init__(model, layer, clip_min=clip_min, clip_max=clip_max)
 
-    def low_res(self, x, classes):
+    def low_res(self, x: ArrayLike, classes: ArrayLike) -> np.ndarray:
         """(N, h, w) maps: ReLU(sum_k w_k A_k), w_k = softmax(f(x * M_k))_c (Wang et al.
         Eq. 4-6)."""
         acts = self.resolved.predict(x, [self.layer])[0]

@@ -6,6 +6,7 @@ without batch norm). Drawing is done by :mod:`cnnvis_tf.vis.plotting`.
 """
 
 import os
+from collections.abc import Sequence
 
 from cnnvis_tf import rundir
 from cnnvis_tf.vis import plotting
@@ -21,7 +22,7 @@ def _histories(run_dir):
     return epochs, steps
 
 
-def plot_training_curves(run_dir, out_dir=None):
+def plot_training_curves(run_dir: str, out_dir: str | None = None) -> list[str]:
     """Writes ``loss.png`` and ``accuracy.png`` into ``figures/`` of ``run_dir``.
 
     Returns:
@@ -45,7 +46,8 @@ def plot_training_curves(run_dir, out_dir=None):
     return paths
 
 
-def plot_runs_accuracy(run_dirs, labels, path, key="val_accuracy"):
+def plot_runs_accuracy(run_dirs: Sequence[str], labels: Sequence[str], path: str,
+                       key: str = "val_accuracy") -> str:
     """Overlays one metric of several runs against iterations (Fig. 4 style)."""
     lines = []
     for run_dir, label in zip(run_dirs, labels):

@@ -8,7 +8,9 @@ References:
   Hierarchical Density Estimates. PAKDD 2013 (HDBSCAN, density clusters of the t-SNE map).
 """
 
+import keras
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.cluster import DBSCAN, HDBSCAN
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
@@ -29,7 +31,7 @@ class Features(_model.Visualizer):
       clip_min, clip_max: the model's input range.
     """
 
-    def __call__(self, x, batch_size=256):
+    def __call__(self, x: ArrayLike, batch_size: int = 256) -> np.ndarray:
         """Returns float32 (N, D) features of images ``x``."""
         x = self.images(x)
         r = self.resolved
@@ -43,12 +45,13 @@ class Features(_model.Visualizer):
         return feats.reshape(len(feats), -1).astype("float32")
 
 
-def features(model, x, layer=None, batch_size=256, *, clip_min=0.0, clip_max=1.0):
+def features(model: keras.Model, x: ArrayLike, layer: str | None = None, batch_size: int = 256, *,
+             clip_min: float = 0.0, clip_max: float = 1.0) -> np.ndarray:
     """``Features(model, layer)(x)``: flattened features (N, D), penultimate by default."""
     return Features(model, layer, clip_min=clip_min, clip_max=clip_max)(x, batch_size)
 
 
-def pca(feats, dims=2):
+def pca(feats: ArrayLike, dims: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """PCA projection; returns (projection (N, dims), explained variance ratios)."""
     feats = np.asarray(feats, dtype="float64")
     dims = min(dims, feats.shape[0], feats.shape[1])
@@ -56,7 +59,7 @@ def pca(feats, dims=2):
     return p.fit_transform(feats).astype("float32"), p.explained_variance_ratio_
 
 
-def tsne(feats, dims=2, perplexity=30.0, seed=0):
+def tsne(feats: ArrayLike, dims: int = 2, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
     """t-SNE embedding (perplexity lowered to fit small sets); returns (N, dims)."""
     feats = np.asarray(feats, dtype="float32")
     if len(feats) < 4:
@@ -101,7 +104,8 @@ def neighbors(model, x, queries, k=5, layer=None, *, clip_min=0.0, clip_max=1.0)
 CLUSTERINGS = ("hdbscan", "dbscan")
 
 
-def density_clusters(points, labels, method="hdbscan", min_cluster_size=None, eps=None):
+def density_clusters(points: ArrayLike, labels: ArrayLike, method: str = "hdbscan",
+                     min_cluster_size: int | None = None, eps: float | None = None) -> dict:
     """Density clusters of an embedding (e.g. the t-SNE map) and their label purity.
 
     Args:
@@ -148,7 +152,8 @@ def density_clusters(points, labels, method="hdbscan", min_cluster_size=None, ep
 class TSNEClusters(Features):
     """t-SNE map of the features, then density clusters on it, scored by label purity."""
 
-    def __call__(self, x, y, method="hdbscan", min_cluster_size=None, seed=0):
+    def __call__(self, x: ArrayLike, y: ArrayLike, method: str = "hdbscan",
+                 min_cluster_size: int | None = None, seed: int = 0) -> dict:
         """Returns :func:`density_clusters` of the t-SNE map of ``x`` plus ``points``."""
         x = self.images(x)
         y = check_labels(y, len(x), self.resolved.num_classes)

@@ -13,6 +13,7 @@ References:
 """
 
 import warnings
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -166,7 +167,8 @@ class ActivationMaximization(_model.Visualizer):
         over the map, ``"center"`` the single unit at its centre (Yosinski et al.).
     """
 
-    def __init__(self, model, layer=None, clip_min=0.0, clip_max=1.0, spatial="mean"):
+    def __init__(self, model: keras.Model, layer: str | None = None, clip_min: float = 0.0,
+                 clip_max: float = 1.0, spatial: str = "mean"):
         if spatial not in SPATIAL:
             raise InputError(f"Unknown spatial={spatial!r}. Choose one of: "
                              f"{', '.join(SPATIAL)}.")
@@ -194,8 +196,9 @@ class ActivationMaximization(_model.Visualizer):
             raise invalid("indices", "a non-empty list of unit indices", indices)
         return check_labels(idx, len(idx), self.num_units, name="indices").tolist()
 
-    def __call__(self, indices, steps=100, regularization="l2", learning_rate=0.05,
-                 l2_weight=0.1, tv_weight=0.0, jitter=1, seed=0):
+    def __call__(self, indices: Sequence[int], steps: int = 100, regularization: str = "l2",
+                 learning_rate: float = 0.05, l2_weight: float = 0.1, tv_weight: float = 0.0,
+                 jitter: int = 1, seed: int = 0) -> np.ndarray:
         """Optimizes one image per index, all in one batch.
 
         Args:

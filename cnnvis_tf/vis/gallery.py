@@ -1,6 +1,7 @@
 """A gallery of test images with their true and predicted labels (seed 001, Fig. 2)."""
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.checks import check_labels
 from cnnvis_tf.vis import _model
@@ -14,7 +15,7 @@ class Gallery(_model.Visualizer):
       clip_min, clip_max: the model's input range.
     """
 
-    def __call__(self, x, y=None):
+    def __call__(self, x: ArrayLike, y: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Classifies images ``x``.
 
         Args:

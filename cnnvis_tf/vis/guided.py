@@ -17,6 +17,7 @@ References:
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import _model
@@ -58,7 +59,9 @@ class _ReluRuleVisualizer(_model.Visualizer):
             score = score_fn(rec[layer] if layer else logits)
         return tape.gradient(score, xt).numpy()
 
-    def __call__(self, x, classes=None, layer=None, channel=None, position=None):
+    def __call__(self, x: ArrayLike, classes: ArrayLike | None = None, layer: str | None = None,
+                 channel: int | None = None,
+                 position: tuple[int, int] | None = None) -> np.ndarray:
         """Projects a class score, a feature map or one neuron back to the input.
 
         Args:
@@ -132,7 +135,7 @@ def strongest_channel(vis, x, layer, channel=None):
     return int(acts.reshape(-1, acts.shape[-1]).max(axis=0).argmax())
 
 
-def to_image(signal):
+def to_image(signal: ArrayLike) -> np.ndarray:
     """Scales a signed (H, W, C) signal to [0, 1] for display (0 maps to 0.5)."""
     s = np.asarray(signal, dtype="float32")
     m = float(np.abs(s).max()) or 1.0

@@ -10,6 +10,7 @@ References:
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.checks import check_positive_int, invalid
 from cnnvis_tf.vis import _model
@@ -34,7 +35,8 @@ class FeatureInversion(_model.Visualizer):
       clip_min, clip_max: the model's input range.
     """
 
-    def __init__(self, model, layer, clip_min=0.0, clip_max=1.0):
+    def __init__(self, model: keras.Model, layer: str, clip_min: float = 0.0,
+                 clip_max: float = 1.0):
         if layer is None:
             raise invalid("layer", "the name of a layer of the model", layer)
         super().__init__(model, layer, clip_min=clip_min, clip_max=clip_max)
@@ -49,7 +51,8 @@ class FeatureInversion(_model.Visualizer):
         )
         return feat, feat + tv_weight * total_variation(x, beta)
 
-    def __call__(self, x, steps=200, tv_weight=0.05, beta=2.0, learning_rate=0.05, seed=0):
+    def __call__(self, x: ArrayLike, steps: int = 200, tv_weight: float = 0.05, beta: float = 2.0,
+                 learning_rate: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Inverts the features of images ``x``.
 
         Returns:
@@ -86,7 +89,8 @@ class DeepDream(_model.Visualizer):
       clip_min, clip_max: the model's input range.
     """
 
-    def __init__(self, model, layer, clip_min=0.0, clip_max=1.0):
+    def __init__(self, model: keras.Model, layer: str, clip_min: float = 0.0,
+                 clip_max: float = 1.0):
         if layer is None:
             raise invalid("layer", "the name of a layer of the model", layer)
         super().__init__(model, layer, clip_min=clip_min, clip_max=clip_max)
@@ -97,7 +101,8 @@ class DeepDream(_model.Visualizer):
         phi = self.features(tf.convert_to_tensor(x), training=False)
         return 0.5 * tf.reduce_mean(tf.square(phi), axis=list(range(1, len(phi.shape))))
 
-    def __call__(self, x, steps=20, step_size=0.01, jitter=1, seed=0):
+    def __call__(self, x: ArrayLike, steps: int = 20, step_size: float = 0.01, jitter: int = 1,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Dreams on images ``x`` with normalized gradient steps and random jitter.
 
         Returns:

@@ -10,6 +10,7 @@ References:
 
 import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.checks import check_positive, check_positive_int
 from cnnvis_tf.errors import InputError
@@ -46,12 +47,14 @@ class InversionNetwork(_model.Visualizer):
       seed: seed of the decoder's initial weights and batch order.
     """
 
-    def __init__(self, model, layer=None, *, clip_min=0.0, clip_max=1.0, seed=0):
+    def __init__(self, model: keras.Model, layer: str | None = None, *, clip_min: float = 0.0,
+                 clip_max: float = 1.0, seed: int = 0):
         super().__init__(model, layer, clip_min=clip_min, clip_max=clip_max)
         self._features = embedding.Features(model, layer, clip_min=clip_min, clip_max=clip_max)
         self.seed, self.decoder = int(seed), None
 
-    def fit(self, x, epochs=30, batch_size=32, learning_rate=2e-3):
+    def fit(self, x: ArrayLike, epochs: int = 30, batch_size: int = 32,
+            learning_rate: float = 2e-3) -> np.ndarray:
         """Trains the decoder on images ``x`` (mean squared error); returns the loss per
         epoch (float32)."""
         x = self.images(x)
@@ -66,7 +69,7 @@ class InversionNetwork(_model.Visualizer):
         h = self.decoder.fit(feats, x, batch_size=batch_size, epochs=epochs, verbose=0)
         return np.asarray(h.history["loss"], "float32")
 
-    def __call__(self, x):
+    def __call__(self, x: ArrayLike) -> np.ndarray:
         """Reconstructions (N, H, W, C) of images ``x`` from their features."""
         if self.decoder is None:
             raise InputError("The inversion network is not trained yet: call fit(x_train).")

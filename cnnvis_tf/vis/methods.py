@@ -484,7 +484,7 @@ METHODS = {
 }
 
 
-def parse_methods(text):
+def parse_methods(text: str) -> list[str]:
     """Comma-separated method names -> list; ``all`` selects every method.
 
     Raises:

@@ -163,8 +163,8 @@ def _curve(model_fn, x, maps, classes, insert, step, baseline, score, batch_size
 
 
 def deletion(model_fn: ModelFn, x: np.ndarray, maps: np.ndarray, classes: Sequence[int], *,
-             step: Optional[int] = None, baseline="zeros", score: str = "probability",
-             batch_size: int = 256, blur_sigma: Optional[float] = None,
+             step: Optional[int] = None, baseline: Union[str, float, np.ndarray] = "zeros",
+             score: str = "probability", batch_size: int = 256, blur_sigma: Optional[float] = None,
              seed: int = 0) -> CurveResult:
     """Deletion (Petsiuk et al. 2018): remove pixels from the most important down, ``step``
     at a time, and record the class score; a faithful map makes it fall fast (low AUC).
@@ -188,9 +188,9 @@ def deletion(model_fn: ModelFn, x: np.ndarray, maps: np.ndarray, classes: Sequen
 
 
 def insertion(model_fn: ModelFn, x: np.ndarray, maps: np.ndarray, classes: Sequence[int], *,
-              step: Optional[int] = None, baseline="blur", score: str = "probability",
-              batch_size: int = 256, blur_sigma: Optional[float] = None,
-              seed: int = 0) -> CurveResult:
+              step: Optional[int] = None, baseline: Union[str, float, np.ndarray] = "blur",
+              score: str = "probability", batch_size: int = 256,
+              blur_sigma: Optional[float] = None, seed: int = 0) -> CurveResult:
     """Insertion (Petsiuk et al. 2018): start from ``baseline`` (default a blurred image) and
     put the original pixels back from the most important down; a faithful map makes the
     score rise fast (high AUC). Arguments as :func:`deletion`."""
@@ -227,8 +227,8 @@ def subset_masks(shape: Sequence[int], num_samples: int = 128, subset_fraction: 
 
 
 def mu_fidelity(model_fn: ModelFn, x: np.ndarray, maps: np.ndarray, classes: Sequence[int], *,
-                num_samples: int = 128, subset_fraction: float = 0.2,
-                grid_size: Optional[int] = 7, baseline="zeros", score: str = "logit",
+                num_samples: int = 128, subset_fraction: float = 0.2, grid_size: Optional[int] = 7,
+                baseline: Union[str, float, np.ndarray] = "zeros", score: str = "logit",
                 batch_size: int = 256, blur_sigma: Optional[float] = None,
                 seed: int = 0) -> np.ndarray:
     """MuFidelity (Bhatt et al. 2020): Pearson correlation, over random subsets S of the
@@ -281,7 +281,7 @@ def spearman(a: np.ndarray, b: np.ndarray, absolute: bool = True) -> np.ndarray:
     return out
 
 
-def weighted_layers(model) -> list:
+def weighted_layers(model: keras.Model) -> list:
     """``[(name, layer)]`` of the layers with trainable weights, bottom to top (nested
     models are entered)."""
     out = []
@@ -297,7 +297,7 @@ def weighted_layers(model) -> list:
     return out
 
 
-def reinitialize(layer, rng: np.random.Generator) -> None:
+def reinitialize(layer: keras.layers.Layer, rng: np.random.Generator) -> None:
     """Draws new weights for ``layer`` from its own initializers (``kernel_initializer``,
     ``bias_initializer``, ...) with fresh seeds; a weight without one is permuted."""
     for v in layer.weights:
@@ -329,9 +329,9 @@ class RandomizationResult:
     maps: np.ndarray
 
 
-def randomization_check(model, explain: Explainer, x: np.ndarray, classes: Sequence[int], *,
-                        layers: Optional[Sequence[str]] = None, mode: str = "cascading",
-                        absolute: bool = True, seed: int = 0,
+def randomization_check(model: keras.Model, explain: Explainer, x: np.ndarray,
+                        classes: Sequence[int], *, layers: Optional[Sequence[str]] = None,
+                        mode: str = "cascading", absolute: bool = True, seed: int = 0,
                         maps: Optional[np.ndarray] = None) -> RandomizationResult:
     """Model-parameter randomization (Adebayo et al. 2018): re-initialize the layers one by
     one from the top and compare each map with the original (Spearman rank correlation). A

@@ -14,6 +14,7 @@ References:
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 from sklearn.cluster import KMeans
 
 from cnnvis_tf.checks import check_nonneg, check_positive, check_positive_int
@@ -31,7 +32,8 @@ class MultifacetedVisualization(_model.Visualizer):
       clip_min, clip_max: the model's input range.
     """
 
-    def __init__(self, model, layer=None, *, clip_min=0.0, clip_max=1.0):
+    def __init__(self, model: keras.Model, layer: str | None = None, *, clip_min: float = 0.0,
+                 clip_max: float = 1.0):
         super().__init__(model, layer, clip_min=clip_min, clip_max=clip_max)
         r = self.resolved
         self.net = r.keras_model() if layer is None else r.keras_model([layer], logits=False)
@@ -45,7 +47,8 @@ class MultifacetedVisualization(_model.Visualizer):
         return tf.reduce_mean(out, axis=list(range(1, len(out.shape)))) if len(
             out.shape) > 1 else out
 
-    def facets(self, x, unit, num_facets=3, top=50, n_closest=15, seed=0):
+    def facets(self, x: ArrayLike, unit: int, num_facets: int = 3, top: int = 50,
+               n_closest: int = 15, seed: int = 0) -> dict:
         """Clusters the ``top`` images of ``x`` most activating ``unit``.
 
         Returns:
@@ -75,8 +78,9 @@ class MultifacetedVisualization(_model.Visualizer):
         return {"top": order, "cluster": km.labels_.astype("int64"),
                 "init": np.asarray(init, "float32")}
 
-    def __call__(self, x, unit, num_facets=3, top=50, n_closest=15, steps=50,
-                 learning_rate=0.02, tv_weight=0.5, seed=0):
+    def __call__(self, x: ArrayLike, unit: int, num_facets: int = 3, top: int = 50,
+                 n_closest: int = 15, steps: int = 50, learning_rate: float = 0.02,
+                 tv_weight: float = 0.5, seed: int = 0) -> dict:
         """One image per facet of ``unit``, optimized from its cluster's mean image.
 
         Returns:

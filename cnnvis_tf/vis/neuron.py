@@ -8,9 +8,12 @@ References:
   (class model: argmax_x S_c(x) - lambda ||x||_2^2 from the zero image).
 """
 
+from collections.abc import Sequence
+
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.checks import (
     check_labels,
@@ -33,17 +36,19 @@ class NeuronGradient(_model.Visualizer):
       clip_min, clip_max: the model's input range.
     """
 
-    def __init__(self, model, layer=None, *, clip_min=0.0, clip_max=1.0):
+    def __init__(self, model: keras.Model, layer: str | None = None, *, clip_min: float = 0.0,
+                 clip_max: float = 1.0):
         super().__init__(model, layer, clip_min=clip_min, clip_max=clip_max)
         r = self.resolved
         self.layer = layer or r.activation_layer(r.last_conv_layer())
         self.shape = r.shapes[self.layer]
 
-    def activations(self, x):
+    def activations(self, x: ArrayLike) -> np.ndarray:
         """The numpy output of ``layer`` for images ``x``."""
         return self.resolved.predict(self.images(x), [self.layer])[0]
 
-    def locate(self, x, channel=None):
+    def locate(self, x: ArrayLike,
+               channel: int | None = None) -> tuple[int, tuple[int, ...] | None]:
         """(channel, position) of the default neuron for the first image of ``x``: the
         channel with the largest activation (unless given), at its maximum (``None`` for a
         flat layer)."""
@@ -79,7 +84,8 @@ class NeuronGradient(_model.Visualizer):
                              f"Received: position={position!r}")
         return tuple(int(p) for p in pos)
 
-    def __call__(self, x, channel, position=None):
+    def __call__(self, x: ArrayLike, channel: int,
+                 position: tuple[int, int] | None = None) -> np.ndarray:
         """Gradients of the neuron (``channel`` at ``position``) w.r.t. images ``x``.
 
         Args:
@@ -110,7 +116,7 @@ class L2ClassModel(_model.Visualizer):
       clip_min, clip_max: the model's input range (zero is clipped into it).
     """
 
-    def __init__(self, model, *, clip_min=0.0, clip_max=1.0):
+    def __init__(self, model: keras.Model, *, clip_min: float = 0.0, clip_max: float = 1.0):
         super().__init__(model, clip_min=clip_min, clip_max=clip_max)
         self.net = self.resolved.keras_model()
 
@@ -121,7 +127,8 @@ class L2ClassModel(_model.Visualizer):
         norm = tf.reduce_sum(tf.reshape(tf.square(x), (tf.shape(x)[0], -1)), axis=1)
         return s, s - l2_weight * norm
 
-    def __call__(self, classes, steps=100, l2_weight=0.01, learning_rate=0.05):
+    def __call__(self, classes: Sequence[int], steps: int = 100, l2_weight: float = 0.01,
+                 learning_rate: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
         """Optimizes one image per class (Adam, all in one batch).
 
         Args:

@@ -7,7 +7,9 @@ References:
 
 import dataclasses
 
+import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.checks import check_positive_int, invalid
 from cnnvis_tf.vis import _model
@@ -89,8 +91,9 @@ class Occlusion(_model.Visualizer):
       clip_min, clip_max: the model's input range.
     """
 
-    def __init__(self, model, patch_size=14, stride=7, fill=None, batch_size=128, *,
-                 clip_min=0.0, clip_max=1.0):
+    def __init__(self, model: keras.Model, patch_size: int = 14, stride: int = 7,
+                 fill: float | None = None, batch_size: int = 128, *, clip_min: float = 0.0,
+                 clip_max: float = 1.0):
         if isinstance(patch_size, bool) or not isinstance(patch_size, (int, np.integer)) or \
                 patch_size < 0:
             raise invalid("patch_size", "an integer >= 0", patch_size)
@@ -102,12 +105,13 @@ class Occlusion(_model.Visualizer):
         if not self.clip_min <= self.fill <= self.clip_max:
             raise invalid("fill", f"a value in [{self.clip_min:g}, {self.clip_max:g}]", fill)
 
-    def positions(self, height, width):
+    def positions(self, height: int, width: int) -> tuple[np.ndarray, int, int]:
         patch = min(self.patch_size, height, width)
         rows, cols = _starts(height, patch, self.stride), _starts(width, patch, self.stride)
         return np.array([(r, c) for r in rows for c in cols], dtype="int64"), len(rows), len(cols)
 
-    def __call__(self, x, label=None, batched=True):
+    def __call__(self, x: ArrayLike, label: int | None = None,
+                 batched: bool = True) -> OcclusionResult:
         """Occludes one image at every position.
 
         Args:

@@ -9,8 +9,10 @@ References:
 
 import warnings
 
+import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 from tf_keras_vis.saliency import Saliency as _TkvSaliency
 from tf_keras_vis.utils.scores import CategoricalScore
 
@@ -28,11 +30,13 @@ class Saliency(_model.Visualizer):
 
     smooth_samples = 0
 
-    def __init__(self, model, *, clip_min=0.0, clip_max=1.0):
+    def __init__(self, model: keras.Model, *, clip_min: float = 0.0, clip_max: float = 1.0):
         super().__init__(model, clip_min=clip_min, clip_max=clip_max)
         self._vis = _TkvSaliency(self.resolved.keras_model(), clone=False)
 
-    def __call__(self, x, classes=None, smooth_samples=None, noise=0.2, seed=0):
+    def __call__(self, x: ArrayLike, classes: ArrayLike | None = None,
+                 smooth_samples: int | None = None, noise: float = 0.2,
+                 seed: int = 0) -> np.ndarray:
         """Saliency maps.
 
         Args:
@@ -93,12 +97,14 @@ class IntegratedGradients(_model.Visualizer):
       clip_min, clip_max: the model's input range.
     """
 
-    def __init__(self, model, steps=32, batch_size=128, *, clip_min=0.0, clip_max=1.0):
+    def __init__(self, model: keras.Model, steps: int = 32, batch_size: int = 128, *,
+                 clip_min: float = 0.0, clip_max: float = 1.0):
         self.steps = check_positive_int("steps", steps)
         self.batch_size = check_positive_int("batch_size", batch_size)
         super().__init__(model, clip_min=clip_min, clip_max=clip_max)
 
-    def __call__(self, x, classes=None, baseline=0.0):
+    def __call__(self, x: ArrayLike, classes: ArrayLike | None = None,
+                 baseline: float | ArrayLike = 0.0) -> np.ndarray:
         """Attributions (x - x') * mean gradient on the path.
 
         Args:

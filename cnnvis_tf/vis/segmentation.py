@@ -9,7 +9,9 @@ References:
 """
 
 import cv2
+import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.checks import check_fraction, check_positive_int, invalid
 from cnnvis_tf.vis import _model, saliency
@@ -25,7 +27,7 @@ def _to_uint8_rgb(img, lo, hi):
     return np.ascontiguousarray(a)
 
 
-def seed_mask(sal, fg_quantile=0.95, bg_quantile=0.3):
+def seed_mask(sal: ArrayLike, fg_quantile: float = 0.95, bg_quantile: float = 0.3) -> np.ndarray:
     """GrabCut mask from one saliency map: sure foreground above the ``fg_quantile``, sure
     background below the ``bg_quantile``; between them probable foreground above the median
     and probable background below it."""
@@ -45,11 +47,12 @@ class SaliencyGrabCut(_model.Visualizer):
       clip_min, clip_max: the model's input range.
     """
 
-    def __init__(self, model, *, clip_min=0.0, clip_max=1.0):
+    def __init__(self, model: keras.Model, *, clip_min: float = 0.0, clip_max: float = 1.0):
         super().__init__(model, clip_min=clip_min, clip_max=clip_max)
         self._saliency = saliency.Saliency(model, clip_min=clip_min, clip_max=clip_max)
 
-    def __call__(self, x, classes=None, fg_quantile=0.95, bg_quantile=0.3, iterations=5):
+    def __call__(self, x: ArrayLike, classes: ArrayLike | None = None, fg_quantile: float = 0.95,
+                 bg_quantile: float = 0.3, iterations: int = 5) -> tuple[np.ndarray, np.ndarray]:
         """Foreground masks of images ``x`` for ``classes`` (``None``: the prediction).
 
         Returns:

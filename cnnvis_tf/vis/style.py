@@ -16,6 +16,7 @@ References:
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.checks import check_nonneg, check_positive, check_positive_int, invalid
 from cnnvis_tf.errors import InputError
@@ -86,8 +87,10 @@ class NeuralStyle(_Perceptual):
     """Gatys et al.: optimizes the image for the content of one image and the style of
     another (Adam, in the input range)."""
 
-    def __call__(self, content, style, steps=100, style_weight=1.0, content_weight=0.2,
-                 tv_weight=0.05, learning_rate=0.02, init="content", seed=0):
+    def __call__(self, content: ArrayLike, style: ArrayLike, steps: int = 100,
+                 style_weight: float = 1.0, content_weight: float = 0.2, tv_weight: float = 0.05,
+                 learning_rate: float = 0.02, init: str = "content",
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Stylizes the image(s) ``content`` with the image ``style``.
 
         Args:
@@ -158,8 +161,9 @@ class FastStyleTransfer(_Perceptual):
         z = self.transformer(x, training=training)
         return self.clip_min + span * tf.sigmoid(tf.math.log(p / (1 - p)) + z)
 
-    def fit(self, x, style, epochs=30, batch_size=8, style_weight=1.0, content_weight=0.2,
-            tv_weight=0.05, learning_rate=3e-3, seed=0):
+    def fit(self, x: ArrayLike, style: ArrayLike, epochs: int = 30, batch_size: int = 8,
+            style_weight: float = 1.0, content_weight: float = 0.2, tv_weight: float = 0.05,
+            learning_rate: float = 3e-3, seed: int = 0) -> np.ndarray:
         """Trains the transformer on images ``x`` for the image ``style``.
 
         Returns:
@@ -195,7 +199,7 @@ class FastStyleTransfer(_Perceptual):
             history.append(np.mean(hist, axis=0))
         return np.asarray(history, "float32")
 
-    def __call__(self, x):
+    def __call__(self, x: ArrayLike) -> np.ndarray:
         """Stylized images (N, H, W, C) of images ``x``."""
         if self.transformer is None:
             raise InputError("The transformer is not trained yet: call fit(x, style).")

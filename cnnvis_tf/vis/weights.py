@@ -5,14 +5,19 @@ References:
   ECCV 2014 (arXiv:1311.2901).
 """
 
+from collections.abc import Sequence
+
+import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.checks import check_positive_int
 from cnnvis_tf.errors import InputError
 from cnnvis_tf.vis import _model
 
 
-def filters(model, layer=None, max_filters=64, max_channels=8):
+def filters(model: keras.Model, layer: str | None = None, max_filters: int = 64,
+            max_channels: int = 8) -> dict:
     """The kernels of a convolution layer, arranged for display.
 
     For the first conv layer (or any layer with 1 or 3 input channels) each filter is one
@@ -49,7 +54,8 @@ def filters(model, layer=None, max_filters=64, max_channels=8):
     return {"kernel": kernel[:, :, :cin, :max_filters], "layer": name, "rgb": rgb}
 
 
-def activations(model, x, layers=None, *, clip_min=0.0, clip_max=1.0):
+def activations(model: keras.Model, x: ArrayLike, layers: Sequence[str] | None = None, *,
+                clip_min: float = 0.0, clip_max: float = 1.0) -> dict[str, np.ndarray]:
     """Activation maps of every conv layer (after its ReLU when the model has one).
 
     Args:
@@ -78,7 +84,7 @@ class FilterSlices(_model.Visualizer):
       layer: conv layer name; ``None`` is the second conv layer (the first if only one).
     """
 
-    def __init__(self, model, layer=None):
+    def __init__(self, model: keras.Model, layer: str | None = None):
         super().__init__(model, layer)
         convs = self.resolved.conv_layers()
         if not convs:
@@ -90,10 +96,10 @@ class FilterSlices(_model.Visualizer):
         self.kernel = np.asarray(self.resolved.layers[self.layer].kernel, dtype="float32")
 
     @property
-    def num_filters(self):
+    def num_filters(self) -> int:
         return int(self.kernel.shape[-1])
 
-    def __call__(self, filter_index=0):
+    def __call__(self, filter_index: int = 0) -> np.ndarray:
         """Returns float32 (kh, kw, cin): all input slices of filter ``filter_index``."""
         n = self.num_filters
         if not isinstance(filter_index, (int, np.integer)) or not 0 <= filter_index < n:
