@@ -8,6 +8,8 @@ References:
   Hierarchical Density Estimates. PAKDD 2013 (HDBSCAN, density clusters of the t-SNE map).
 """
 
+from collections.abc import Sequence
+
 import keras
 import numpy as np
 from numpy.typing import ArrayLike
@@ -73,7 +75,8 @@ def tsne(feats: ArrayLike, dims: int = 2, perplexity: float = 30.0, seed: int = 
     return emb.fit_transform(feats).astype("float32")
 
 
-def neighbors(model, x, queries, k=5, layer=None, *, clip_min=0.0, clip_max=1.0):
+def neighbors(model: keras.Model, x: ArrayLike, queries: Sequence[int], k: int = 5,
+              layer: str | None = None, *, clip_min: float = 0.0, clip_max: float = 1.0) -> dict:
     """Nearest neighbours of ``queries`` (indices into ``x``) in feature and pixel space.
 
     The query itself is excluded. Distances are Euclidean.

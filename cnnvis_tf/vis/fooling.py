@@ -12,6 +12,8 @@ References:
   arXiv:1504.04909, 2015.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from cnnvis_tf.checks import check_fraction, check_labels, check_positive, check_positive_int
@@ -29,8 +31,9 @@ class EvolutionaryFooling(_model.Visualizer):
     def _probs(self, x):
         return _model.softmax(self.resolved.logits(x).astype("float64"))
 
-    def __call__(self, classes=None, generations=200, offspring=64, mutation_rate=0.1,
-                 mutation_std=0.3, target=0.995, seed=0):
+    def __call__(self, classes: Sequence[int] | None = None, generations: int = 200,
+                 offspring: int = 64, mutation_rate: float = 0.1, mutation_std: float = 0.3,
+                 target: float = 0.995, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Evolves one fooling image per class.
 
         Args:

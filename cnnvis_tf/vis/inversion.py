@@ -16,7 +16,7 @@ from cnnvis_tf.checks import check_positive_int, invalid
 from cnnvis_tf.vis import _model
 
 
-def total_variation(x, beta=2.0):
+def total_variation(x: tf.Tensor, beta: float = 2.0) -> tf.Tensor:
     """Mean over pixels of (dx^2 + dy^2)^(beta/2) per image (Mahendran & Vedaldi Eq. 6)."""
     dx = x[:, :-1, :-1, :] - x[:, :-1, 1:, :]
     dy = x[:, :-1, :-1, :] - x[:, 1:, :-1, :]

@@ -10,8 +10,11 @@ References:
 import contextlib
 import os
 import warnings
+from collections.abc import Sequence
 
+import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.checks import check_labels, check_positive, check_positive_int, invalid
 from cnnvis_tf.errors import InputError
@@ -28,7 +31,7 @@ def _restored(model):
         model.set_weights(saved)
 
 
-def initial_weights(model, path):
+def initial_weights(model: keras.Model, path: str | None) -> list[np.ndarray]:
     """The weights stored at ``path`` (e.g. a run's ``initial.weights.h5``) as a list in
     ``model.get_weights()`` order; ``model`` itself is not changed."""
     if not path or not os.path.exists(path):
@@ -74,8 +77,9 @@ class _Evaluator(_model.Visualizer):
         return evaluate(self.resolved, self.x, self.y, self.batch_size)
 
 
-def loss_1d(model, start_weights, x, y, alphas=None, batch_size=256, *, clip_min=0.0,
-            clip_max=1.0):
+def loss_1d(model: keras.Model, start_weights: Sequence[np.ndarray], x: ArrayLike, y: ArrayLike,
+            alphas: ArrayLike | None = None, batch_size: int = 256, *, clip_min: float = 0.0,
+            clip_max: float = 1.0) -> dict:
     """Loss and accuracy along theta(alpha) = (1 - alpha) * start + alpha * theta_model.
 
     Args:
@@ -103,7 +107,7 @@ def loss_1d(model, start_weights, x, y, alphas=None, batch_size=256, *, clip_min
             "accuracy": np.array([r[1] for r in res], "float32")}
 
 
-def filter_normalized_direction(model, rng):
+def filter_normalized_direction(model: keras.Model, rng: np.random.Generator) -> list[np.ndarray]:
     """A Gaussian direction with each filter scaled to the norm of the matching filter of
     the weights (Li et al. 2018, Sec. 4); biases, BN parameters and non-trainable weights
     get a zero direction."""
@@ -121,8 +125,9 @@ def filter_normalized_direction(model, rng):
     return out
 
 
-def loss_2d(model, x, y, span=1.0, resolution=11, seed=0, batch_size=256, *, clip_min=0.0,
-            clip_max=1.0):
+def loss_2d(model: keras.Model, x: ArrayLike, y: ArrayLike, span: float = 1.0,
+            resolution: int = 11, seed: int = 0, batch_size: int = 256, *, clip_min: float = 0.0,
+            clip_max: float = 1.0) -> dict:
     """Loss surface f(a, b) = L(theta + a * d1 + b * d2) on a square grid.
 
     Args:
@@ -156,8 +161,9 @@ def loss_2d(model, x, y, span=1.0, resolution=11, seed=0, batch_size=256, *, cli
             "accuracy": acc}
 
 
-def interpolate_models(model_a, model_b, x, y, alphas=None, batch_size=256, *, clip_min=0.0,
-                       clip_max=1.0):
+def interpolate_models(model_a: keras.Model, model_b: keras.Model, x: ArrayLike, y: ArrayLike,
+                       alphas: ArrayLike | None = None, batch_size: int = 256, *,
+                       clip_min: float = 0.0, clip_max: float = 1.0) -> dict:
     """Loss and accuracy along theta(alpha) = (1 - alpha) theta_A + alpha theta_B between two
     trained solutions of the same architecture (Goodfellow et al. 2015, Sec. 3).
 

@@ -57,7 +57,8 @@ def _starts(size, patch, stride):
     return starts
 
 
-def pixel_map(positions, values, shape, patch, default):
+def pixel_map(positions: ArrayLike, values: ArrayLike, shape: tuple[int, int], patch: int,
+              default: float) -> np.ndarray:
     """Upsamples per-position values to the image: each pixel of ``shape`` (H, W) gets the
     mean of ``values`` over the ``patch``-sized squares at ``positions`` covering it, and
     ``default`` where no square does (the patch geometry of Zeiler & Fergus' maps)."""
@@ -69,7 +70,8 @@ def pixel_map(positions, values, shape, patch, default):
     return np.where(count > 0, total / np.maximum(count, 1), default).astype("float32")
 
 
-def occlude(x, positions, patch, fill):
+def occlude(x: np.ndarray, positions: ArrayLike, patch: int,
+            fill: float | ArrayLike) -> np.ndarray:
     """Copies of one image ``x`` (H, W, C) with a ``patch``-sized square of ``fill`` at
     each (row, col) in ``positions``; returns (len(positions), H, W, C)."""
     out = np.repeat(x[None], len(positions), axis=0)

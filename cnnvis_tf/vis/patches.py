@@ -8,8 +8,11 @@ References:
 """
 
 import dataclasses
+from collections.abc import Sequence
 
+import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.checks import check_labels, check_positive_int
 from cnnvis_tf.vis import _model
@@ -24,7 +27,7 @@ class ReceptiveField:
     jump: float
     start: float
 
-    def box(self, row, col, height, width):
+    def box(self, row: int, col: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(r0, r1, c0, c1) input box of unit (row, col), clipped to the image."""
         half = (self.size - 1) / 2.0
         cr, cc = self.start + row * self.jump, self.start + col * self.jump
@@ -46,7 +49,7 @@ def _layer_rf(layer, rf):
                           rf.start + ((k - 1) / 2.0 - pad) * rf.jump)
 
 
-def receptive_field(model, layer):
+def receptive_field(model: keras.Model, layer: str) -> ReceptiveField:
     """Receptive field of the units of ``layer`` (conv / pooling arithmetic along the layers
     in call order, following which layer feeds which; at merges the largest field is kept).
 
@@ -66,8 +69,9 @@ def receptive_field(model, layer):
     return fields[layer]
 
 
-def top_patches(model, x, layer, channels=None, k=9, batch_size=256, *, clip_min=0.0,
-                clip_max=1.0):
+def top_patches(model: keras.Model, x: ArrayLike, layer: str,
+                channels: Sequence[int] | None = None, k: int = 9, batch_size: int = 256, *,
+                clip_min: float = 0.0, clip_max: float = 1.0) -> dict:
     """The ``k`` input patches that most activate each channel of ``layer``.
 
     Each image counts once per channel (its strongest position); the patch is the unit's

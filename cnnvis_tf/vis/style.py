@@ -24,7 +24,7 @@ from cnnvis_tf.vis import _model
 from cnnvis_tf.vis.inversion import total_variation
 
 
-def gram(f):
+def gram(f: tf.Tensor) -> tf.Tensor:
     """Gram matrices (N, C, C) of activations (N, h, w, C), normalized by h * w."""
     n, c = tf.shape(f)[0], tf.shape(f)[-1]
     v = tf.reshape(f, (n, -1, c))
