@@ -8,6 +8,7 @@ for magnitudes, RdBu_r centred at 0 for signed maps) and colour bars are opaque.
 
 import os
 import textwrap
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -16,8 +17,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import cm, colors  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from numpy.typing import ArrayLike  # noqa: E402
 
 from cnnvis_tf.errors import InputError  # noqa: E402
 
@@ -46,7 +49,7 @@ def figure_path(path: str, fmt: str | None = None) -> str:
     return f"{os.path.splitext(path)[0]}.{fmt or figure_format()}"
 
 
-def save(fig, path: str, fmt: str | None = None) -> str:
+def save(fig: Figure, path: str, fmt: str | None = None) -> str:
     """Writes ``fig`` to ``path`` with its extension replaced by the figure format (or
     ``fmt``), closes it and returns the path written."""
     if fmt is not None and fmt not in FIGURE_FORMATS:
@@ -120,7 +123,7 @@ def _grid(n, cols, panel=1.3):
     return fig, axes.ravel()
 
 
-def filters(kernel, rgb, layer):
+def filters(kernel: np.ndarray, rgb: bool, layer: str) -> Figure:
     """First layer: one image per filter in a near-square grid (single-channel filters on
     one signed scale with a colour bar, colour filters min-max scaled each). Deeper: kernel
     slices, rows = filters, columns = input channels, one signed scale with a colour bar."""
@@ -166,7 +169,8 @@ def filters(kernel, rgb, layer):
     return fig
 
 
-def activations(image, maps, title="", max_channels=16):
+def activations(image: np.ndarray, maps: dict[str, np.ndarray], title: str = "",
+                max_channels: int = 16) -> Figure:
     """One row per layer: the input, then up to ``max_channels`` feature maps."""
     names = list(maps)
     cols = 1 + min(max_channels, max(m.shape[-1] for m in maps.values()))
@@ -192,7 +196,9 @@ def _gray(img, lo, hi):
     return g.mean(axis=-1) if g.ndim == 3 else g
 
 
-def occlusion(image, result, patch, class_names, stride=None, fill=None, lo=0.0, hi=1.0):
+def occlusion(image: np.ndarray, result, patch: int, class_names: Sequence[str] | None,
+              stride: int | None = None, fill: float | None = None, lo: float = 0.0,
+              hi: float = 1.0) -> Figure:
     """Occlusion sensitivity (Zeiler & Fergus 2014, Fig. 7) in three panels: the input with
     the patch geometry (first patch solid, the next one a stride away dashed), the
     true-class probability map at image resolution (each pixel: the mean over the patches
@@ -242,7 +248,8 @@ def occlusion(image, result, patch, class_names, stride=None, fill=None, lo=0.0,
     return fig
 
 
-def attribution(image, maps, title, label="attribution", signed=False, overlay=False):
+def attribution(image: np.ndarray, maps: np.ndarray, title: str, label: str = "attribution",
+                signed: bool = False, overlay: bool = False) -> Figure:
     """The image, then one map per row of ``maps`` (N=1 shown), with an opaque colour bar:
     signed maps on a diverging scale centred at 0, magnitudes in magma (over the image in
     gray when ``overlay``)."""
@@ -265,7 +272,8 @@ def attribution(image, maps, title, label="attribution", signed=False, overlay=F
     return fig
 
 
-def images(imgs, titles, title, cols=8, lo=0.0, hi=1.0, panel=1.3):
+def images(imgs: np.ndarray, titles: Sequence[str], title: str, cols: int = 8, lo: float = 0.0,
+           hi: float = 1.0, panel: float = 1.3) -> Figure:
     """A grid of images in the model's input range, each titled; ``panel``: inches per
     image (larger for figures that must be read, e.g. DeepDream, class models)."""
     fig, axes = _grid(len(imgs), cols, panel)
@@ -277,7 +285,8 @@ def images(imgs, titles, title, cols=8, lo=0.0, hi=1.0, panel=1.3):
     return fig
 
 
-def curve(x, ys, xlabel, ylabel, title, vlines=()):
+def curve(x: ArrayLike, ys: dict, xlabel: str, ylabel: str, title: str,
+          vlines: Sequence[float] = ()) -> Figure:
     """Line plot of several named series ``ys`` = {label: values} against ``x``."""
     fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
     for name, y in ys.items():
@@ -292,7 +301,8 @@ def curve(x, ys, xlabel, ylabel, title, vlines=()):
     return fig
 
 
-def loss_accuracy(x, loss, accuracy, xlabel, title, vlines=()):
+def loss_accuracy(x: ArrayLike, loss: ArrayLike, accuracy: ArrayLike, xlabel: str, title: str,
+                  vlines: Sequence[float] = ()) -> Figure:
     """Loss (left axis) and accuracy in % (right axis) against ``x`` on twin y axes, each
     axis coloured like its line (Goodfellow et al. 2015's 1-D interpolation plots)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
@@ -316,7 +326,7 @@ def loss_accuracy(x, loss, accuracy, xlabel, title, vlines=()):
     return fig
 
 
-def series(lines, xlabel, ylabel, title):
+def series(lines: Sequence[tuple], xlabel: str, ylabel: str, title: str) -> Figure:
     """Line plot of series with their own x: ``lines`` = [(label, x, y, fmt, kwargs), ...]."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, x, y, fmt, kwargs in lines:
@@ -329,7 +339,7 @@ def series(lines, xlabel, ylabel, title):
     return fig
 
 
-def loss_2d(a, b, loss, title):
+def loss_2d(a: ArrayLike, b: ArrayLike, loss: ArrayLike, title: str) -> Figure:
     """Filled contour of the loss surface with a colour bar; the trained model at (0, 0).
     Levels are log-spaced when the loss spans more than 20x; at most 5 ticks per axis."""
     fig, ax = plt.subplots(figsize=(6.0, 5.0), layout="constrained")
@@ -372,7 +382,8 @@ def class_styles(num_classes: int) -> list:
     return [(cmap(i % 20), markers[(i // 20) % len(markers)]) for i in range(num_classes)]
 
 
-def embedding(points, labels, class_names, title, xlabel="dim 1", ylabel="dim 2"):
+def embedding(points: np.ndarray, labels: ArrayLike, class_names: Sequence[str] | None, title: str,
+              xlabel: str = "dim 1", ylabel: str = "dim 2") -> Figure:
     """Scatter of 2-D points coloured by class (:func:`class_styles`), legend outside."""
     labels = np.asarray(labels).astype("int64").ravel()
     classes = np.unique(labels)
@@ -393,7 +404,8 @@ def embedding(points, labels, class_names, title, xlabel="dim 1", ylabel="dim 2"
     return fig
 
 
-def neighbors(x, queries, feat_idx, pix_idx, lo=0.0, hi=1.0):
+def neighbors(x: np.ndarray, queries: Sequence[int], feat_idx: np.ndarray, pix_idx: np.ndarray,
+              lo: float = 0.0, hi: float = 1.0) -> Figure:
     """Per query: the query, its feature-space neighbours, then its pixel-space ones."""
     k = feat_idx.shape[1]
     fig, axes = plt.subplots(len(queries), 2 * k + 1, figsize=(0.9 * (2 * k + 1) + 1,
@@ -407,7 +419,7 @@ def neighbors(x, queries, feat_idx, pix_idx, lo=0.0, hi=1.0):
     return fig
 
 
-def adversarial(res, lo=0.0, hi=1.0):
+def adversarial(res: dict, lo: float = 0.0, hi: float = 1.0) -> Figure:
     """Mean volatility per neuron (sorted) and fooling rate for each layer, and the mean
     deconvnet projections of the largest perturbation group."""
     layers = res["layers"]
@@ -458,9 +470,12 @@ def _img_clipped(a, lo, hi):
     return a[..., 0] if a.shape[-1] == 1 else a
 
 
-def examples_figure(x, x_adv, y, pred_clean, pred_adv, class_names, *, n=8, clip_min=0.0,
-                    clip_max=1.0, conf_clean=None, conf_adv=None, targets=None, attack=None,
-                    budget=None, success_rate=None):
+def examples_figure(x: np.ndarray, x_adv: np.ndarray, y: ArrayLike, pred_clean: ArrayLike,
+                    pred_adv: ArrayLike, class_names: Sequence[str] | None, *, n: int = 8,
+                    clip_min: float = 0.0, clip_max: float = 1.0,
+                    conf_clean: ArrayLike | None = None, conf_adv: ArrayLike | None = None,
+                    targets: ArrayLike | None = None, attack: str | None = None,
+                    budget: str | None = None, success_rate: float | None = None) -> Figure:
     """Rows: clean image, adversarial image, perturbation, for the first ``n`` examples.
 
     Every perturbation is drawn on ONE symmetric scale (``±`` the largest ``|δ|`` shown)
@@ -525,9 +540,12 @@ def examples_figure(x, x_adv, y, pred_clean, pred_adv, class_names, *, n=8, clip
     return fig
 
 
-def plot_examples(path, x, x_adv, y, pred_clean, pred_adv, class_names, *, n=8,
-                  clip_min=0.0, clip_max=1.0, conf_clean=None, conf_adv=None, targets=None,
-                  attack=None, budget=None, success_rate=None):
+def plot_examples(path: str, x: np.ndarray, x_adv: np.ndarray, y: ArrayLike, pred_clean: ArrayLike,
+                  pred_adv: ArrayLike, class_names: Sequence[str] | None, *, n: int = 8,
+                  clip_min: float = 0.0, clip_max: float = 1.0,
+                  conf_clean: ArrayLike | None = None, conf_adv: ArrayLike | None = None,
+                  targets: ArrayLike | None = None, attack: str | None = None,
+                  budget: str | None = None, success_rate: float | None = None) -> str:
     """Writes :func:`examples_figure` to ``path`` and returns the path written."""
     return save(examples_figure(
         x, x_adv, y, pred_clean, pred_adv, class_names, n=n, clip_min=clip_min,
@@ -535,8 +553,8 @@ def plot_examples(path, x, x_adv, y, pred_clean, pred_adv, class_names, *, n=8,
         attack=attack, budget=budget, success_rate=success_rate), path)
 
 
-def curves_figure(curves, *, xlabel, title="", reverse_x=False, errors=None,
-                  direction="stronger attack →"):
+def curves_figure(curves: dict, *, xlabel: str, title: str = "", reverse_x: bool = False,
+                  errors: dict | None = None, direction: str = "stronger attack →") -> Figure:
     """Accuracy (%) against budget, one line per model, each model's clean accuracy a
     dashed line of its colour; y zoomed to the data, x ticks at the budgets evaluated,
     ``direction`` in the x label, the legend outside the axes.
@@ -585,14 +603,15 @@ def curves_figure(curves, *, xlabel, title="", reverse_x=False, errors=None,
     return fig
 
 
-def plot_curves(path, curves, *, xlabel, title="", reverse_x=False, errors=None,
-                direction="stronger attack →"):
+def plot_curves(path: str, curves: dict, *, xlabel: str, title: str = "", reverse_x: bool = False,
+                errors: dict | None = None, direction: str = "stronger attack →") -> str:
     """Writes :func:`curves_figure` to ``path`` and returns the path written."""
     return save(curves_figure(curves, xlabel=xlabel, title=title, reverse_x=reverse_x,
                               errors=errors, direction=direction), path)
 
 
-def plot_matrix(path, names, matrix, *, title="accuracy (%) of target on source's examples"):
+def plot_matrix(path: str, names: Sequence[str], matrix: ArrayLike, *,
+                title: str = "accuracy (%) of target on source's examples") -> str:
     """Heat map of a transfer matrix (rows: source model, columns: target model)."""
     k = len(names)
     fig, ax = plt.subplots(figsize=(1.1 * k + 2.5, 1.0 * k + 1.8))
@@ -613,7 +632,9 @@ def plot_matrix(path, names, matrix, *, title="accuracy (%) of target on source'
 # Seed-fidelity figures (seed 001 gallery / filter slices / activation grids, seed 003 views).
 
 
-def gallery(x, y, pred, prob, class_names=None, lo=0.0, hi=1.0, cols=8):
+def gallery(x: np.ndarray, y: ArrayLike, pred: ArrayLike, prob: ArrayLike,
+            class_names: Sequence[str] | None = None, lo: float = 0.0, hi: float = 1.0,
+            cols: int = 8) -> Figure:
     """Test images titled "T: true  P: predicted (p)"; wrong predictions in red."""
     def name(k):
         return class_names[k] if class_names else str(k)
@@ -628,7 +649,7 @@ def gallery(x, y, pred, prob, class_names=None, lo=0.0, hi=1.0, cols=8):
     return fig
 
 
-def filter_slices(slices, layer, index):
+def filter_slices(slices: np.ndarray, layer: str, index: int) -> Figure:
     """All input slices (kh, kw, cin) of one filter in a near-square grid, one colour
     scale."""
     cin = slices.shape[-1]
@@ -649,7 +670,8 @@ def filter_slices(slices, layer, index):
     return fig
 
 
-def activation_grids(image, maps, title=""):
+def activation_grids(image: np.ndarray, maps: dict[str, np.ndarray],
+                     title: str = "") -> Figure:
     """The input, then for each layer every channel in a near-square grid
     (:func:`grid_shape`: 32 channels -> 4x8), the figure sized to the channel counts."""
     names = list(maps)
@@ -675,7 +697,8 @@ def activation_grids(image, maps, title=""):
     return fig
 
 
-def segmentation(images, maps, masks, titles, lo=0.0, hi=1.0):
+def segmentation(images: np.ndarray, maps: np.ndarray, masks: np.ndarray, titles: Sequence[str],
+                 lo: float = 0.0, hi: float = 1.0) -> Figure:
     """Rows of image / saliency / GrabCut foreground (the image where the mask is set)."""
     n = len(images)
     fig, axes = plt.subplots(3, n, figsize=(1.5 * n + 0.8, 4.8), squeeze=False)
@@ -692,7 +715,8 @@ def segmentation(images, maps, masks, titles, lo=0.0, hi=1.0):
     return fig
 
 
-def clusters(points, ids, majority, purity, class_names=None):
+def clusters(points: np.ndarray, ids: np.ndarray, majority: np.ndarray, purity: float,
+             class_names: Sequence[str] | None = None) -> Figure:
     """t-SNE points coloured by density cluster (noise in grey), each cluster marked with
     its majority class; legend outside the axes."""
     fig, ax = plt.subplots(figsize=(7.0, 5.0), layout="constrained")
@@ -712,7 +736,8 @@ def clusters(points, ids, majority, purity, class_names=None):
     return fig
 
 
-def plot_certified_accuracy(path, radii, curves, *, title=""):
+def plot_certified_accuracy(path: str, radii: Sequence[float], curves: dict, *,
+                            title: str = "") -> str:
     """Certified accuracy (%) against the L2 radius, one line per model (or sigma).
 
     Args:
