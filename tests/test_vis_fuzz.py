@@ -139,7 +139,7 @@ def test_bad_arguments_raise_input_error(model):
         lambda: patches.top_patches(model, GOOD, "fc1_relu"),
         lambda: patches.top_patches(model, GOOD, "conv2_relu", channels=[4]),
         lambda: landscape.loss_2d(model, GOOD, [0, 1], resolution=1),
-        lambda: adversarial.analyze(model, _pairs(GOOD, [0, 1]), by="source"),
+        lambda: adversarial.analyze(model, _pairs(GOOD, [0, 1]), by="bogus"),
         lambda: saliency.Saliency(model, clip_min=1.0, clip_max=0.0),
     ):
         with pytest.raises(InputError):
