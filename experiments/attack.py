@@ -79,10 +79,7 @@ def _attack(argv):
     run, data = common.load_source(data_dir=FLAGS.data_dir)
     out_dir = common.make_output_dir(FLAGS.output_dir)
     dest = common.shard_dir(out_dir) if common.sharded() else out_dir
-    if common.sharded() and common.shard_is_done(dest, [run.fingerprint]):
-        logging.info("Shard %d of %d is already finished (%s); when all are, run: python -m "
-                     "experiments.merge --output_dir=%s", FLAGS.shard_index, FLAGS.num_shards,
-                     dest, out_dir)
+    if common.finished_shard(out_dir, dest, [run.fingerprint]):
         return
     if not common.sharded():
         common.begin(out_dir, "metrics.json")

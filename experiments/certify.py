@@ -57,12 +57,9 @@ def main(argv):
         **common.source_facts(run)},
         {run.path: run.fingerprint})
     dest = common.shard_dir(out_dir) if common.sharded() else out_dir
+    if common.finished_shard(out_dir, dest, [run.fingerprint]):
+        return
     if common.sharded():
-        if common.shard_is_done(dest, [run.fingerprint]):
-            logging.info("Shard %d of %d is already finished (%s); when all are, run: python -m "
-                         "experiments.merge --output_dir=%s", FLAGS.shard_index,
-                         FLAGS.num_shards, dest, out_dir)
-            return
         common.begin_shard(dest, rec)
     else:
         common.begin(out_dir, "results.json")

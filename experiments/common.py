@@ -8,7 +8,7 @@ import dataclasses
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from cnnvis_tf.errors import InputError
 
@@ -420,6 +420,17 @@ def shard_is_done(folder: str, fingerprints) -> bool:
     from cnnvis_tf import rundir
 
     return rundir.artifact_is_current(folder, SHARD_MARKER, sys.argv[1:], list(fingerprints))
+
+
+def finished_shard(out_dir: str, folder: str, fingerprints) -> bool:
+    """True (and logs what to do next) when this is a sharded run whose shard ``folder`` is
+    already finished for this command and models: the script then has nothing to do."""
+    if not sharded() or not shard_is_done(folder, fingerprints):
+        return False
+    logging.info("Shard %d of %d is already finished (%s); when all are, run: python -m "
+                 "experiments.merge --output_dir=%s", FLAGS.shard_index, FLAGS.num_shards,
+                 folder, out_dir)
+    return True
 
 
 def begin_shard(folder: str, record_: dict) -> None:

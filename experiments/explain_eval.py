@@ -124,9 +124,7 @@ def main(argv):
                          "--num_shards or more --num_examples.")
     folder = common.shard_dir(out_dir) if common.sharded() else out_dir
     fingerprints = {run.path: run.fingerprint}
-    if common.sharded() and common.shard_is_done(folder, fingerprints.values()):
-        logging.info("Shard %d of %d is already finished in %s.", FLAGS.shard_index,
-                     FLAGS.num_shards, folder)
+    if common.finished_shard(out_dir, folder, fingerprints.values()):
         return
     params = {"methods": names, "num_examples": n, "layer": FLAGS.layer,
               "batch_size": FLAGS.batch_size,

@@ -162,12 +162,9 @@ def main(argv):
               "model_dirs": groups}
     rec = common.record("experiments.robustness", params, fingerprints)
     dest = common.shard_dir(out_dir) if common.sharded() else out_dir
+    if common.finished_shard(out_dir, dest, fingerprints.values()):
+        return
     if common.sharded():
-        if common.shard_is_done(dest, fingerprints.values()):
-            logging.info("Shard %d of %d is already finished (%s); when all are, run: python -m "
-                         "experiments.merge --output_dir=%s", FLAGS.shard_index,
-                         FLAGS.num_shards, dest, out_dir)
-            return
         common.begin_shard(dest, rec)
     else:
         common.begin(out_dir, "results.json")
