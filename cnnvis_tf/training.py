@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -384,27 +385,27 @@ def _check_args(epochs, batch_size):
 def train(
     run_dir: str,
     data: datasets_lib.Dataset,
-    build_fn,
+    build_fn: Callable[[], keras.Model],
     *,
     epochs: int,
     batch_size: int,
     optimizer: str = "adam",
     learning_rate: float = 1e-3,
-    momentum=0.9,
-    lr_schedule=None,
-    lr_decay=0.0,
-    decoupled_weight_decay=0.0,
-    augment=False,
-    seed=0,
-    strategy=None,
-    config=None,
-    settings=None,
-    overwrite=False,
-    defaults=None,
-    callbacks=(),
-    verbose=None,
-    mixed_precision=False,
-    jit_compile=False,
+    momentum: float = 0.9,
+    lr_schedule: str | dict | None = None,
+    lr_decay: float = 0.0,
+    decoupled_weight_decay: float = 0.0,
+    augment: bool = False,
+    seed: int = 0,
+    strategy: tf.distribute.Strategy | None = None,
+    config: dict | None = None,
+    settings: dict | None = None,
+    overwrite: bool = False,
+    defaults: dict | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | None = None,
+    mixed_precision: bool = False,
+    jit_compile: bool = False,
 ):
     """Trains into ``run_dir``, resuming from its checkpoint if one exists.
 

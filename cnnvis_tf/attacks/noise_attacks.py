@@ -7,8 +7,11 @@ it *looks* like that class but is predicted as the chosen one), and noise iterat
 added to an image until it is classified as a target, then re-used on other images.
 """
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from cnnvis_tf.attacks._common import (
     check_bool,
@@ -27,7 +30,8 @@ __all__ = ["class_from_noise", "iterative_noise", "apply_noise", "transfer_rate"
 SCHEDULES = ("constant", "anneal")
 
 
-def noise_start(shape, noise_mean=0.5, noise_std=0.1, seed=0, clip_min=0.0, clip_max=1.0):
+def noise_start(shape: Sequence[int], noise_mean: float = 0.5, noise_std: float = 0.1,
+                seed: int = 0, clip_min: float = 0.0, clip_max: float = 1.0) -> np.ndarray:
     """The Gaussian images :func:`class_from_noise` starts from (float32, in the box)."""
     rng = np.random.default_rng(seed)
     return np.clip(rng.normal(noise_mean, noise_std, shape), clip_min, clip_max).astype(
@@ -35,22 +39,22 @@ def noise_start(shape, noise_mean=0.5, noise_std=0.1, seed=0, clip_min=0.0, clip
 
 
 def class_from_noise(
-    model_fn,
-    classes,
-    input_shape,
+    model_fn: Callable,
+    classes: ArrayLike,
+    input_shape: Sequence[int],
     *,
-    like=None,
-    beta=1000.0,
-    steps=300,
-    learning_rate=0.01,
-    noise_mean=0.5,
-    noise_std=0.1,
-    seed=0,
-    clip_min=0.0,
-    clip_max=1.0,
-    schedule="anneal",
-    confidence=0.9,
-    warmup=0.2,
+    like: ArrayLike | None = None,
+    beta: float = 1000.0,
+    steps: int = 300,
+    learning_rate: float = 0.01,
+    noise_mean: float = 0.5,
+    noise_std: float = 0.1,
+    seed: int = 0,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    schedule: str = "anneal",
+    confidence: float = 0.9,
+    warmup: float = 0.2,
 ):
     """Optimizes Gaussian-noise images until the model predicts each of ``classes``.
 
@@ -162,18 +166,18 @@ def class_from_noise(
 
 
 def iterative_noise(
-    model_fn,
-    x,
+    model_fn: Callable,
+    x: ArrayLike,
     *,
-    y=None,
-    targeted=True,
-    step_size=0.01,
-    max_iter=100,
-    clip_min=0.0,
-    clip_max=1.0,
-    from_probabilities=False,
-    confidence=None,
-):
+    y: ArrayLike | None = None,
+    targeted: bool = True,
+    step_size: float = 0.01,
+    max_iter: int = 100,
+    clip_min: float = 0.0,
+    clip_max: float = 1.0,
+    from_probabilities: bool = False,
+    confidence: float | None = None,
+) -> np.ndarray:
     """Adds signed-gradient noise step by step until each image is classified as ``y``.
 
     Each image stops as soon as it reaches its target (with probability >= ``confidence``
@@ -230,12 +234,13 @@ def iterative_noise(
     return finish(x_adv, clip_min, clip_max)
 
 
-def apply_noise(x, noise, *, clip_min=0.0, clip_max=1.0):
+def apply_noise(x: ArrayLike, noise: ArrayLike, *, clip_min: float = 0.0,
+                clip_max: float = 1.0) -> np.ndarray:
     """``clip(x + noise)``: re-uses noise found for one image on others (seed 001 fig. 16)."""
     return finish(np.asarray(x, np.float32) + np.asarray(noise, np.float32), clip_min, clip_max)
 
 
-def transfer_rate(pred_noisy, target, y=None):
+def transfer_rate(pred_noisy: ArrayLike, target: int, y: ArrayLike | None = None) -> float:
     """Seed 001's noise reuse (fig. 16): the fraction of images classified as ``target``
     once another image's noise is added, counting only images whose true label ``y`` is
     not ``target`` (all when ``y`` is None). NaN when no image counts."""
