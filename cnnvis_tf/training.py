@@ -392,7 +392,7 @@ def train(
     optimizer: str = "adam",
     learning_rate: float = 1e-3,
     momentum: float = 0.9,
-    lr_schedule: str | dict | None = None,
+    lr_schedule: str | Sequence[tuple[int, float]] | None = None,
     lr_decay: float = 0.0,
     decoupled_weight_decay: float = 0.0,
     augment: bool = False,
