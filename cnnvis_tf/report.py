@@ -33,7 +33,8 @@ MARKERS = {"experiments.attack": "metrics.json", "experiments.detect": "metrics.
            "experiments.visualize": rundir.CONFIG, "experiments.robustness": "results.json",
            "experiments.transfer": "results.json", "experiments.certify": "results.json",
            "experiments.defense_table": "results.json",
-           "experiments.selective_dropout": "results.json"}
+           "experiments.selective_dropout": "results.json",
+           "experiments.explain_eval": "results.json"}
 _SKIP_DIRS = {rundir.CHECKPOINTS, rundir.TENSORBOARD, rundir.FIGURES, "__pycache__"}
 _IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg",
                 ".jpeg": "image/jpeg", ".gif": "image/gif"}

@@ -234,3 +234,21 @@ def test_script_writes_report_and_record(study, tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "not a run directory" in bad.stderr
+
+
+def test_explain_eval_output_is_reported_once_finished(mnist_run, tmp_path):
+    d = _copy_run(mnist_run["dir"], tmp_path / "run")
+    run = rundir.load_run(d)
+    out = os.path.join(d, "explain")
+    _record(out, "experiments.explain_eval", {"methods": ["saliency"]}, run,
+            [f"--model_dir={d}"])
+    with open(os.path.join(out, "table.csv"), "w") as f:
+        f.write("Method,Deletion (AUC)\nsaliency,0.21\n")
+    rep = report.collect(d, load_model=False)
+    assert [u["dir"] for u in rep["unfinished"]] == ["explain"]  # no results.json yet
+    rundir.write_json(os.path.join(out, "results.json"), {"num_examples": 2})
+    rep = report.collect(d, load_model=False)
+    assert not rep["unfinished"]
+    [item] = rep["others"]
+    assert item["script"] == "experiments.explain_eval" and item["table"]
+    assert "saliency" in open(report.write(rep, str(tmp_path / "out"))[1]).read()
