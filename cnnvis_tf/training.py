@@ -285,8 +285,9 @@ def _keep_provenance(run_dir, cfg, epochs):
     if done < epochs:
         resumes.append({"git_commit": cfg["git_commit"], "versions": cfg["versions"],
                         "from_epoch": done, "to_epoch": epochs})
-    cfg.update({"git_commit": old["git_commit"], "versions": old.get("versions", cfg["versions"]),
-                "resumes": resumes})
+    cfg.update({"git_commit": old["git_commit"], "versions": old.get("versions", cfg["versions"])})
+    if resumes:  # a rerun with nothing to train leaves config.json byte-identical
+        cfg["resumes"] = resumes
     return cfg
 
 

@@ -235,9 +235,11 @@ def test_resume_keeps_the_commit_that_trained(tmp_path, monkeypatch):
     monkeypatch.setattr(rundir, "git_commit", lambda: "aaaa")
     _train(run, data, epochs=1)
     monkeypatch.setattr(rundir, "git_commit", lambda: "bbbb")
-    _train(run, data, epochs=1)  # nothing to train: the record must not change its commit
+    before = open(os.path.join(run, rundir.CONFIG)).read()
+    _train(run, data, epochs=1)  # nothing to train: the record must not change at all
+    assert open(os.path.join(run, rundir.CONFIG)).read() == before
     cfg = rundir.read_json(os.path.join(run, rundir.CONFIG))
-    assert cfg["git_commit"] == "aaaa" and cfg["resumes"] == []
+    assert cfg["git_commit"] == "aaaa" and "resumes" not in cfg
     _train(run, data, epochs=2)
     cfg = rundir.read_json(os.path.join(run, rundir.CONFIG))
     assert cfg["git_commit"] == "aaaa"
