@@ -246,9 +246,7 @@ def merge_shards(out_dir, shards):
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]
               if not k.startswith("reuse_")}
     reuse = {k[len("reuse_"):]: v for k, v in parts[0].items() if k.startswith("reuse_")}
-    rec = {**shards[0][1], "merged_shards": len(shards)}
-    for key in ("shard_index", "num_shards"):
-        rec.pop(key, None)
+    rec = common.merged_record(shards)
     write_outputs(out_dir, rec, arrays, class_names=shards[0][2]["class_names"],
                   seconds=float(sum(s["seconds"] for _, _, s in shards)), reuse=reuse or None)
 

@@ -130,9 +130,7 @@ def merge_shards(out_dir, shards):
     order) into the files of the unsharded run."""
     parts = [rundir.read_npz(os.path.join(folder, SHARD_ARRAYS), what="shard arrays")
              for folder, _, _ in shards]
-    rec = {**shards[0][1], "merged_shards": len(shards)}
-    for key in ("shard_index", "num_shards"):
-        rec.pop(key, None)
+    rec = common.merged_record(shards)
     write_outputs(out_dir, rec, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]},
                   seconds=float(sum(s["seconds"] for _, _, s in shards)))
 

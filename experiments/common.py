@@ -444,6 +444,15 @@ def begin_shard(folder: str, record_: dict) -> None:
                                  "num_shards": FLAGS.num_shards})
 
 
+def merged_record(shards) -> dict:
+    """The record of a merged run: the first shard's ``config.json`` without its shard index
+    and count, with ``merged_shards`` (``shards`` as :mod:`experiments.merge` passes them)."""
+    rec = {**shards[0][1], "merged_shards": len(shards)}
+    for key in ("shard_index", "num_shards"):
+        rec.pop(key, None)
+    return rec
+
+
 def finish_shard(folder: str, summary: dict) -> None:
     """Marks a shard finished: writes :data:`SHARD_MARKER` (``summary``, e.g. its slice
     and seconds) last."""

@@ -185,9 +185,7 @@ def merge_shards(out_dir, shards):
     in order) into the files of the unsharded run (``seconds`` summed over the shards)."""
     parts = [rundir.read_npz(os.path.join(folder, explain_report.PER_IMAGE),
                              what="shard arrays") for folder, _, _ in shards]
-    rec = {**shards[0][1], "merged_shards": len(shards)}
-    for key in ("shard_index", "num_shards"):
-        rec.pop(key, None)
+    rec = common.merged_record(shards)
     seconds = {}
     for _, _, summary in shards:
         for name, value in (summary.get("seconds") or {}).items():

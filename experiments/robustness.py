@@ -247,9 +247,7 @@ def merge_shards(out_dir, shards):
                   **{k: np.concatenate([e["sanity"][k] for e in exs])
                      for k in ("pgd", "unbounded_bim")}}}
         joined.append((facts, ex))
-    rec = {**shards[0][1], "merged_shards": len(shards)}
-    for key in ("shard_index", "num_shards"):
-        rec.pop(key, None)
+    rec = common.merged_record(shards)
     write_outputs(out_dir, rec, joined)
 
 
